@@ -1,0 +1,169 @@
+"""One error shape for every service: ``{"detail": "...", "code": "snake_case"}``.
+
+Hierarchy::
+
+    ServiceError (status, code, detail)
+    ├── BadRequest            400 bad_request
+    ├── Unauthorized          401 unauthorized / invalid_credentials / invalid_token
+    ├── Forbidden             403 forbidden
+    ├── NotFound              404 not_found / function_not_found / execution_not_found
+    ├── Conflict              409 conflict / username_taken / function_exists
+    ├── PayloadTooLarge       413 payload_too_large / argument_too_large
+    ├── TooManyRequests       429 concurrency_limit (carries Retry-After)
+    ├── DependencyUnavailable 503 service_unavailable / runtime_unavailable
+    └── GatewayTimeout        504 timed_out
+
+``install_error_handlers(app)`` renders these, FastAPI's validation errors (422, the list kept
+under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405, ...) and, as a last resort,
+any unexpected exception as a JSON 500 that is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("faas.errors")
+
+
+class ServiceError(Exception):
+    """A domain error with the HTTP status and the machine-readable code it maps to."""
+
+    status_code: int = 500
+    code: str = "internal_error"
+    detail: str = "Internal server error"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        self.detail = detail if detail is not None else type(self).detail
+        self.code = code if code is not None else type(self).code
+        self.headers = headers or {}
+        self.body = body or {}
+        super().__init__(self.detail)
+
+
+class BadRequest(ServiceError):
+    status_code = 400
+    code = "bad_request"
+    detail = "Bad request"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+    detail = "Not authenticated"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+    detail = "Forbidden"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+    detail = "Not found"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"
+    detail = "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+    detail = "Request body too large"
+
+
+class TooManyRequests(ServiceError):
+    status_code = 429
+    code = "too_many_requests"
+    detail = "Too many requests"
+
+    def __init__(
+        self, detail: str | None = None, *, code: str | None = None, retry_after: int = 1
+    ) -> None:
+        super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)})
+
+
+class DependencyUnavailable(ServiceError):
+    status_code = 503
+    code = "service_unavailable"
+    detail = "A dependency of this service is unavailable"
+
+
+class GatewayTimeout(ServiceError):
+    status_code = 504
+    code = "timed_out"
+    detail = "Timed out"
+
+
+def error_body(detail: Any, code: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "code": code, **extra}
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse(
+        error_body(exc.detail, exc.code, **exc.body),
+        status_code=exc.status_code,
+        headers=exc.headers or None,
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("latin-1")})
+    for error in errors:
+        error.pop("url", None)
+        # Echoing a 1 MB oversize field back to the caller helps nobody.
+        if isinstance(error.get("input"), str) and len(error["input"]) > 256:
+            error["input"] = error["input"][:256] + "..."
+    return JSONResponse(error_body(errors, "validation_error"), status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        error_body(exc.detail, _status_code_name(exc.status_code)),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return JSONResponse(error_body("Internal server error", "internal_error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,179 @@
+"""The ASGI middleware every service runs, and the app constructor that installs it.
+
+``PlatformMiddleware`` (pure ASGI, one per app):
+
+- request id: reuses a sane ``X-Request-ID`` from the gateway or makes one, puts it in the
+  logging context and echoes it on the response;
+- body cap: a body over ``max_body_bytes`` is a 413 ``payload_too_large`` before any route runs;
+- JSON whatever the Content-Type: ``curl -d '{...}'`` sends ``application/x-www-form-urlencoded``;
+  a body that is a JSON object or array is handed to the routes as ``application/json``;
+- one access-log line per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from faas_common.errors import error_body, install_error_handlers
+from faas_common.logging import request_id_var
+
+access_log = logging.getLogger("faas.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_JSON_TYPES = (b"application/json", b"application/merge-patch+json")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class PlatformMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = 1_048_576) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        incoming = _header(headers, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                response_headers = list(message.get("headers", []))
+                response_headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": response_headers}
+            await send(message)
+
+        try:
+            body, too_large = await self._read_body(receive)
+            if too_large:
+                await _send_json(
+                    send_with_id,
+                    413,
+                    error_body(
+                        f"Request body exceeds {self.max_body_bytes} bytes", "payload_too_large"
+                    ),
+                )
+                return
+            if body and not _is_json_type(_header(headers, b"content-type")):
+                stripped = body.lstrip()
+                if stripped[:1] in (b"{", b"["):
+                    headers = [(k, v) for k, v in headers if k != b"content-type"]
+                    headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+            await self.app(scope, _replay(body), send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                status_holder["status"],
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status_holder["status"],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+            request_id_var.reset(token)
+
+    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return b"", True
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks), False
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _is_json_type(content_type: str | None) -> bool:
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower().encode()
+    return media in _JSON_TYPES or media.endswith(b"+json")
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def create_service_app(
+    *,
+    title: str,
+    prefix: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    routers: Sequence[APIRouter],
+    max_body_bytes: int,
+    version: str = "0.1.0",
+) -> FastAPI:
+    """A FastAPI app whose every path, docs included, lives under ``prefix`` (the gateway's)."""
+    app = FastAPI(
+        title=title,
+        version=version,
+        lifespan=lifespan,
+        openapi_url=f"{prefix}/openapi.json",
+        docs_url=f"{prefix}/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+    app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
+    return app

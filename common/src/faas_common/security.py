@@ -1,0 +1,188 @@
+"""RS256 token verification and the ``CurrentUser`` dependency.
+
+Only auth-service signs. Every other service verifies each request itself with the public key,
+read from ``JWT_PUBLIC_KEY_FILE`` or fetched from ``JWT_JWKS_URL`` (cached; refetched at most every
+``JWKS_REFRESH_SECONDS`` when a token names an unknown ``kid``). Only ``RS256`` is accepted, so
+``alg: none`` and HS256 tokens (even ones "signed" with the public key as an HMAC secret) fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from faas_common.errors import DependencyUnavailable, Unauthorized
+
+ALGORITHM = "RS256"
+JWKS_REFRESH_SECONDS = 30.0
+REQUIRED_CLAIMS = ("sub", "name", "iat", "exp", "iss", "key")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: str
+    username: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+def load_public_key(pem: bytes) -> RSAPublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("the JWT public key must be an RSA key")
+    return key
+
+
+def key_id(public_key: RSAPublicKey) -> str:
+    """RFC 7638 thumbprint of the key: a stable ``kid`` without any configuration."""
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public_key))
+    canonical = json.dumps(
+        {"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True
+    )
+    import base64
+    import hashlib
+
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def public_jwk(public_key: RSAPublicKey) -> dict[str, Any]:
+    jwk: dict[str, Any] = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public_key))
+    jwk.update({"kid": key_id(public_key), "use": "sig", "alg": ALGORITHM})
+    return jwk
+
+
+class TokenVerifier:
+    """Verifies platform tokens with a static public key or keys fetched from a JWKS URL."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        consumer_key: str,
+        public_key: RSAPublicKey | None = None,
+        jwks_url: str | None = None,
+        http: httpx.AsyncClient | None = None,
+        leeway: float = 5.0,
+    ) -> None:
+        if public_key is None and jwks_url is None:
+            raise ValueError("token verification needs JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL")
+        self.issuer = issuer
+        self.consumer_key = consumer_key
+        self.leeway = leeway
+        self._static_key = public_key
+        self._jwks_url = jwks_url
+        self._http = http
+        self._keys: dict[str, RSAPublicKey] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_file(cls, path: Path, *, issuer: str, consumer_key: str) -> TokenVerifier:
+        return cls(
+            issuer=issuer, consumer_key=consumer_key, public_key=load_public_key(path.read_bytes())
+        )
+
+    async def _jwks_key(self, kid: str | None) -> RSAPublicKey:
+        async with self._lock:
+            known = self._keys.get(kid or "") or (
+                next(iter(self._keys.values())) if kid is None and self._keys else None
+            )
+            if known is not None:
+                return known
+            if time.monotonic() - self._fetched_at >= JWKS_REFRESH_SECONDS or not self._keys:
+                await self._refresh_jwks()
+            found = self._keys.get(kid or "") or (
+                next(iter(self._keys.values())) if kid is None and self._keys else None
+            )
+            if found is None:
+                raise Unauthorized("Token signed by an unknown key", code="invalid_token")
+            return found
+
+    async def _refresh_jwks(self) -> None:
+        assert self._jwks_url is not None
+        client = self._http or httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await client.get(self._jwks_url)
+            response.raise_for_status()
+            keys: dict[str, RSAPublicKey] = {}
+            for jwk in response.json().get("keys", []):
+                if jwk.get("kty") != "RSA":
+                    continue
+                key = jwt.algorithms.RSAAlgorithm.from_jwk(jwk)
+                if isinstance(key, RSAPublicKey):
+                    keys[jwk.get("kid") or key_id(key)] = key
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise DependencyUnavailable("Cannot fetch the token signing keys") from exc
+        finally:
+            if self._http is None:
+                await client.aclose()
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    async def verify(self, token: str) -> TokenClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("Malformed token", code="invalid_token") from exc
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized("Token algorithm not accepted", code="invalid_token")
+        key = self._static_key
+        if key is None:
+            kid = header.get("kid")
+            key = await self._jwks_key(kid if isinstance(kid, str) else None)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": list(REQUIRED_CLAIMS)},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("Token expired", code="token_expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("Invalid token", code="invalid_token") from exc
+        if claims.get("key") != self.consumer_key:
+            raise Unauthorized("Token not issued for this platform", code="invalid_token")
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("name"), str):
+            raise Unauthorized("Invalid token claims", code="invalid_token")
+        return TokenClaims(
+            user_id=claims["sub"],
+            username=claims["name"],
+            issued_at=datetime.fromtimestamp(claims["iat"], UTC),
+            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+        )
+
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_verifier(request: Request) -> TokenVerifier:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenClaims:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("Missing bearer token", code="unauthorized")
+    return await get_verifier(request).verify(credentials.credentials)
+
+
+CurrentUser = Annotated[TokenClaims, Depends(current_user)]

@@ -1,0 +1,62 @@
+"""Settings base shared by every service.
+
+Shared variables keep their plain names (``NATS_URL``, ``DATABASE_URL``) through
+``validation_alias``, so a service's ``env_prefix`` (``AUTH_``, ``REGISTRY_``) renames only the
+fields it declares itself. Nothing reads the environment at import time: settings are built in the
+app factory (or by tests, with keyword arguments).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "postgres"})
+
+
+def _alias(name: str) -> AliasChoices:
+    # Accept the plain environment name and the field name (tests pass fields by keyword).
+    return AliasChoices(name, name.lower())
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    environment: Literal["local", "production"] = Field(
+        "production", validation_alias=_alias("ENVIRONMENT")
+    )
+    log_level: str = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
+    database_url: str = Field(
+        "sqlite+aiosqlite:///.data/faas.db", validation_alias=_alias("DATABASE_URL")
+    )
+    nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_alias("NATS_URL"))
+    nats_connect_timeout: float = Field(60.0, gt=0, validation_alias=_alias("NATS_CONNECT_TIMEOUT"))
+    nats_replicas: int = Field(1, ge=1, le=5, validation_alias=_alias("NATS_REPLICAS"))
+    jwt_public_key_file: Path | None = Field(None, validation_alias=_alias("JWT_PUBLIC_KEY_FILE"))
+    jwt_jwks_url: str | None = Field(None, validation_alias=_alias("JWT_JWKS_URL"))
+    jwt_issuer: str = Field("faas-auth", validation_alias=_alias("JWT_ISSUER"))
+    jwt_consumer_key: str = Field("faas-platform", validation_alias=_alias("JWT_CONSUMER_KEY"))
+    max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_alias("MAX_BODY_BYTES"))
+
+    @field_validator("jwt_jwks_url", "jwt_public_key_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """``NATS_URL`` may list several servers, comma-separated: clients get all of them."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_database_password(self) -> CommonSettings:
+        if self.environment != "local" and self.database_url.startswith("postgresql"):
+            from sqlalchemy.engine import make_url
+
+            password = make_url(self.database_url).password
+            if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("DATABASE_URL uses a placeholder password outside the local stack")
+        return self
