@@ -1,0 +1,119 @@
+"""HTTP layer of auth-service: parse, call ``service``, return a schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from faas_common.db import SessionDep
+from faas_common.errors import error_body
+from faas_common.security import CurrentUser, public_jwk
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from auth_service import service
+from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, ValidateOut
+from auth_service.service import PasswordHasher, TokenIssuer
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def _hasher(request: Request) -> PasswordHasher:
+    hasher: PasswordHasher = request.app.state.hasher
+    return hasher
+
+
+def _issuer(request: Request) -> TokenIssuer:
+    issuer: TokenIssuer = request.app.state.issuer
+    return issuer
+
+
+HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
+IssuerDep = Annotated[TokenIssuer, Depends(_issuer)]
+
+_UNAUTHORIZED = {
+    "description": "Unknown user or wrong password (the same answer for both)",
+    "content": {
+        "application/json": {
+            "example": error_body("Incorrect username or password", "invalid_credentials")
+        }
+    },
+}
+
+
+@router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Username already registered"}},
+)
+async def register(body: Credentials, session: SessionDep, hasher: HasherDep) -> UserOut:
+    user = await service.register(session, hasher, username=body.username, password=body.password)
+    return UserOut(id=user.id, username=user.username)
+
+
+async def _login_request(request: Request) -> LoginRequest:
+    """The login body: JSON (any Content-Type) or an OAuth2 password-grant form."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    data: Any
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = await request.form()
+        data = {key: value for key, value in form.items() if isinstance(value, str)}
+    else:
+        raw = await request.body()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
+            ) from exc
+    try:
+        return LoginRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            error["loc"] = ("body", *error["loc"])
+        raise RequestValidationError(errors) from exc
+
+
+_LOGIN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": LoginRequest.model_json_schema()},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "grant_type": {"type": "string", "enum": ["password"]},
+                        "username": {"type": "string"},
+                        "password": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/login", responses={401: _UNAUTHORIZED}, openapi_extra=_LOGIN_BODY)
+async def login(
+    request: Request, session: SessionDep, hasher: HasherDep, issuer: IssuerDep
+) -> TokenOut:
+    body = await _login_request(request)
+    user = await service.authenticate(
+        session, hasher, username=body.username, password=body.password
+    )
+    issued = issuer.issue(user)
+    return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
+
+
+@router.get("/validate", responses={401: {"description": "Missing, invalid or expired token"}})
+async def validate(user: CurrentUser) -> ValidateOut:
+    return ValidateOut(user_id=user.user_id, username=user.username, expires_at=user.expires_at)
+
+
+@router.get("/.well-known/jwks.json", summary="Public keys that verify platform tokens")
+async def jwks(issuer: IssuerDep) -> dict[str, list[dict[str, Any]]]:
+    return {"keys": [public_jwk(issuer.public_key)]}
