@@ -1,0 +1,213 @@
+"""End to end: ``./bin/run.sh`` started as a user starts it, driven by the README's curl lines."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.readme import walkthrough
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+START_TIMEOUT = 180.0
+STOP_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc: children of children too)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            parents[int(entry.name)] = ppid
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[str]
+    port: int
+    nats_port: int
+    data_dir: Path
+    output: list[str]
+
+    @property
+    def base(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_stack(tmp_path: Path, **extra_env: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "FAAS_PORT": extra_env.pop("FAAS_PORT", str(free_port())),
+        "FAAS_NATS_PORT": extra_env.pop("FAAS_NATS_PORT", str(free_port())),
+        "FAAS_DATA_DIR": str(tmp_path / "data"),
+        **extra_env,
+    }
+    return subprocess.Popen(
+        [str(ROOT / "bin" / "run.sh")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group, like a shell job
+    )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the README's lines")
+    port, nats_port = free_port(), free_port()
+    process = start_stack(tmp_path, FAAS_PORT=str(port), FAAS_NATS_PORT=str(nats_port))
+    output: list[str] = []
+    deadline = time.monotonic() + START_TIMEOUT
+    assert process.stdout is not None
+    os.set_blocking(process.stdout.fileno(), False)
+    ready = False
+    while time.monotonic() < deadline and not ready:
+        line = process.stdout.readline()
+        if line:
+            output.append(line)
+            ready = "FaaS platform ready on" in line
+        elif process.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    stack = Stack(process, port, nats_port, tmp_path / "data", output)
+    try:
+        if not ready:
+            pytest.fail("the local stack did not start:\n" + "".join(output[-50:]))
+        yield stack
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                for pid in descendants(process.pid):
+                    os.kill(pid, signal.SIGKILL)
+                process.kill()
+                process.wait()
+
+
+def drain(stack: Stack) -> str:
+    assert stack.process.stdout is not None
+    rest = stack.process.stdout.read() or ""
+    stack.output.append(rest)
+    return "".join(stack.output)
+
+
+def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
+    steps = walkthrough()
+    assert any(step.expected_status == 201 for step in steps)
+    # One shell for the whole walkthrough, as a user would paste it; markers split the output.
+    script_lines = ["set -u"]
+    for index, step in enumerate(steps):
+        command = step.command.replace("localhost:8080", stack.base)
+        script_lines.append(f"echo '@@step {index}'")
+        script_lines.append(command)
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(script_lines)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    chunks = re.split(r"^@@step (\d+)\n", result.stdout, flags=re.M)[1:]
+    outputs = {int(chunks[i]): chunks[i + 1] for i in range(0, len(chunks), 2)}
+    assert len(outputs) == len(steps)
+    for index, step in enumerate(steps):
+        if step.expected_status is None:
+            continue
+        status_line = outputs[index].splitlines()[0] if outputs[index] else ""
+        status = re.match(r"HTTP/[\d.]+ (\d{3})", status_line)
+        assert status is not None, f"{step.command}\n-> {outputs[index]!r}"
+        assert int(status[1]) == step.expected_status, f"{step.command}\n-> {outputs[index]}"
+        body = outputs[index].split("\r\n\r\n", 1)[-1].strip()
+        if step.expected_status != 204:
+            assert body.startswith("{") or body.startswith("["), body
+
+
+def test_sigterm_stops_every_process(stack: Stack) -> None:
+    children = descendants(stack.process.pid)
+    assert children, "the stack runs nats-server as a child"
+    assert listening(stack.nats_port)
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(STOP_TIMEOUT) == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if alive(pid)], drain(stack)
+    assert not listening(stack.port)
+    assert not listening(stack.nats_port)
+
+
+def test_sigint_stops_like_ctrl_c(stack: Stack) -> None:
+    children = descendants(stack.process.pid)
+    # Ctrl-C in a terminal signals the whole foreground process group.
+    os.killpg(stack.process.pid, signal.SIGINT)
+    assert stack.process.wait(STOP_TIMEOUT) == 0
+    time.sleep(0.5)
+    assert not [pid for pid in children if alive(pid)], drain(stack)
+    assert not listening(stack.nats_port)
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        process = start_stack(tmp_path, FAAS_PORT=str(busy))
+        out, _ = process.communicate(timeout=START_TIMEOUT)
+    assert process.returncode == 1
+    assert f"port {busy}" in out
+    assert "already in use" in out
+    assert "FAAS_PORT" in out

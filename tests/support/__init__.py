@@ -1,0 +1,1 @@
+"""Shared test helpers: infrastructure policy, a real nats-server, databases and keys."""
