@@ -23,7 +23,7 @@ case "$mode" in
   local)
     ensure_uv
     uv sync --frozen --quiet
-    exec uv run --frozen --no-sync python bin/localstack.py
+    exec "${UV_PROJECT_ENVIRONMENT:-.venv}/bin/python" bin/localstack.py
     ;;
   -h|--help|help)
     sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'

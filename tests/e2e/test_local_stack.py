@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -100,12 +101,11 @@ def start_stack(tmp_path: Path, **extra_env: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    if shutil.which("curl") is None:
-        pytest.fail("curl is needed to run the README's lines")
+@contextlib.contextmanager
+def running_stack(tmp_path: Path, **env: str) -> Iterator[Stack]:
+    """``./bin/run.sh`` until it says it is ready; SIGTERM (then SIGKILL) when the block ends."""
     port, nats_port = free_port(), free_port()
-    process = start_stack(tmp_path, FAAS_PORT=str(port), FAAS_NATS_PORT=str(nats_port))
+    process = start_stack(tmp_path, FAAS_PORT=str(port), FAAS_NATS_PORT=str(nats_port), **env)
     output: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT
     assert process.stdout is not None
@@ -135,6 +135,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
                     os.kill(pid, signal.SIGKILL)
                 process.kill()
                 process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(tmp_path) as running:
+        yield running
 
 
 def drain(stack: Stack) -> str:
@@ -145,13 +153,15 @@ def drain(stack: Stack) -> str:
 
 
 def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
+    if shutil.which("curl") is None:
+        pytest.fail("curl is needed to run the README's lines")
     steps = walkthrough()
     assert any(step.expected_status == 201 for step in steps)
     # One shell for the whole walkthrough, as a user would paste it; markers split the output.
     script_lines = ["set -u"]
     for index, step in enumerate(steps):
         command = step.command.replace("localhost:8080", stack.base)
-        script_lines.append(f"echo '@@step {index}'")
+        script_lines.append(f"printf '\\n@@step {index}\\n'")
         script_lines.append(command)
     result = subprocess.run(
         ["bash", "-c", "\n".join(script_lines)],
@@ -167,16 +177,23 @@ def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
     for index, step in enumerate(steps):
         if step.expected_status is None:
             continue
-        status_line = outputs[index].splitlines()[0] if outputs[index] else ""
+        output = outputs[index].strip()
+        status_line = output.splitlines()[0] if output else ""
         status = re.match(r"HTTP/[\d.]+ (\d{3})", status_line)
         assert status is not None, f"{step.command}\n-> {outputs[index]!r}"
         assert int(status[1]) == step.expected_status, f"{step.command}\n-> {outputs[index]}"
-        body = outputs[index].split("\r\n\r\n", 1)[-1].strip()
+        body = re.split(r"\r?\n\r?\n", output, maxsplit=1)[-1].strip()
         if step.expected_status != 204:
             assert body.startswith("{") or body.startswith("["), body
 
 
-def test_sigterm_stops_every_process(stack: Stack) -> None:
+def test_sigterm_stops_every_process(tmp_path: Path) -> None:
+    with running_stack(tmp_path, DOCKER_HOST="unix:///nonexistent/docker.sock") as stack:
+        assert "warning: no Docker engine at /nonexistent/docker.sock" in "".join(stack.output)
+        sigterm_stops_every_process(stack)
+
+
+def sigterm_stops_every_process(stack: Stack) -> None:
     children = descendants(stack.process.pid)
     assert children, "the stack runs nats-server as a child"
     assert listening(stack.nats_port)
@@ -207,6 +224,8 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         busy = holder.getsockname()[1]
         process = start_stack(tmp_path, FAAS_PORT=str(busy))
         out, _ = process.communicate(timeout=START_TIMEOUT)
+        assert process.stdout is not None
+        process.stdout.close()
     assert process.returncode == 1
     assert f"port {busy}" in out
     assert "already in use" in out

@@ -18,18 +18,26 @@ def generate_key_pair(private_path: Path, public_path: Path | None = None) -> No
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    try:
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process won the race: keep its key
+    # Write to a temporary file, then link it into place: a process racing us either sees no
+    # key or a complete one, and the loser of the race keeps the winner's key.
+    temporary = private_path.with_name(f".{private_path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
+    try:
+        os.link(temporary, private_path)
+    except FileExistsError:
+        return
+    finally:
+        temporary.unlink()
     if public_path is not None:
-        public_path.write_bytes(
+        public_temporary = public_path.with_name(f".{public_path.name}.{os.getpid()}.tmp")
+        public_temporary.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
+        public_temporary.replace(public_path)
 
 
 def load_private_key(path: Path, *, generate: bool) -> rsa.RSAPrivateKey:

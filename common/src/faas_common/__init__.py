@@ -26,6 +26,12 @@ from faas_common.logging import configure_logging
 from faas_common.nats import NatsUnavailable, connect_nats, ensure_kv
 from faas_common.security import CurrentUser, TokenClaims, TokenVerifier
 from faas_common.settings import CommonSettings
+from faas_common.validation import (
+    ImageReference,
+    ParsedImageReference,
+    is_valid_image_reference,
+    parse_image_reference,
+)
 
 __all__ = [
     "EXECUTIONS_BUCKET",
@@ -38,8 +44,10 @@ __all__ = [
     "Forbidden",
     "FunctionSnapshot",
     "GatewayTimeout",
+    "ImageReference",
     "NatsUnavailable",
     "NotFound",
+    "ParsedImageReference",
     "PayloadTooLarge",
     "PlatformMiddleware",
     "ServiceError",
@@ -55,8 +63,10 @@ __all__ = [
     "function_key",
     "health_router",
     "install_error_handlers",
+    "is_valid_image_reference",
     "make_engine",
     "make_sessionmaker",
     "migrate",
     "new_metadata",
+    "parse_image_reference",
 ]

@@ -5,6 +5,9 @@ Producers and consumers import these names and models; nobody builds this JSON b
 
 from __future__ import annotations
 
+from typing import Literal
+
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from pydantic import BaseModel, ConfigDict, Field
 
 FUNCTIONS_BUCKET = "functions"
@@ -39,3 +42,73 @@ class FunctionSnapshot(BaseModel):
     memory_mb: int
     env: dict[str, str] = Field(default_factory=dict)
     updated_at: str
+
+
+REPLY_SUBJECT_PREFIX = "faas.reply"
+"""Results go back on ``faas.reply.<publisher instance>.<execution id>`` (core NATS)."""
+
+MANAGED_LABEL = "faas.managed-by"
+"""Docker label on every function container; the spawner only ever touches containers with it."""
+
+ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "rejected"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "rejected"})
+
+
+def reply_subject(instance_id: str, execution_id: str) -> str:
+    return f"{REPLY_SUBJECT_PREFIX}.{instance_id}.{execution_id}"
+
+
+def execution_key(user_id: str, execution_id: str) -> str:
+    """Key of an execution record: the user's id first, so a user only ever reads their own."""
+    return f"{user_id}.{execution_id}"
+
+
+def executions_stream_config(
+    *, max_in_flight: int, max_in_flight_per_user: int, replicas: int
+) -> StreamConfig:
+    """The ``EXECUTIONS`` stream. A job stays in it until its activation is finished, so its
+    message limits are the concurrency limits: a publish into a full stream is refused."""
+    return StreamConfig(
+        name=EXECUTIONS_STREAM,
+        subjects=[f"{EXEC_SUBJECT_PREFIX}.>"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        max_msgs=max_in_flight,
+        max_msgs_per_subject=max_in_flight_per_user,
+        num_replicas=replicas,
+        duplicate_window=120.0,
+    )
+
+
+class Job(BaseModel):
+    """One activation, as the publisher queues it and a spawner runs it."""
+
+    execution_id: str
+    user_id: str
+    function: FunctionSnapshot
+    argument: str
+    reply_subject: str | None = None
+    enqueued_at: float
+    start_deadline: float
+    """Epoch seconds: a job not started by then is dropped (its caller has given up)."""
+    request_id: str | None = None
+
+
+class ExecutionRecord(BaseModel):
+    """What a sync call answers and what ``GET /publisher/executions/{id}`` returns."""
+
+    execution_id: str
+    function: str
+    status: ExecutionStatus
+    result: str | None = None
+    exit_code: int | None = None
+    logs: str | None = None
+    error: str | None = None
+    """A code (``function_failed``, ``timed_out``, ...) when the activation did not succeed."""
+    duration_ms: float | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    """Milliseconds per phase: queue, pull, create, start, run, remove."""
+    created_at: float
+    finished_at: float | None = None

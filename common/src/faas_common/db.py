@@ -145,6 +145,9 @@ async def _migrate_once(engine: AsyncEngine, location: str, version_table: str) 
                 await conn.run_sync(_upgrade, location, version_table)
                 await conn.commit()
             finally:
+                # End a failed upgrade's transaction first: otherwise the unlock fails too, hides
+                # the real error and leaves the lock held by a pooled connection.
+                await conn.rollback()
                 await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                 await conn.commit()
         return

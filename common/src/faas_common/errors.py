@@ -21,6 +21,7 @@ any unexpected exception as a JSON 500 that is logged with its traceback.
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
@@ -123,9 +124,10 @@ def error_body(detail: Any, code: str, **extra: Any) -> dict[str, Any]:
 
 def _status_code_name(status: int) -> str:
     try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+        phrase = HTTPStatus(status).phrase.lower().replace("'", "")
     except ValueError:
         return "http_error"
+    return re.sub(r"[^a-z0-9]+", "_", phrase).strip("_")
 
 
 async def _service_error(_: Request, exc: Exception) -> JSONResponse:

@@ -117,14 +117,18 @@ class TokenVerifier:
         try:
             response = await client.get(self._jwks_url)
             response.raise_for_status()
+            document = response.json()
+            entries = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError("the response is not a JWKS document")
             keys: dict[str, RSAPublicKey] = {}
-            for jwk in response.json().get("keys", []):
-                if jwk.get("kty") != "RSA":
+            for jwk in entries:
+                if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
                     continue
                 key = jwt.algorithms.RSAAlgorithm.from_jwk(jwk)
                 if isinstance(key, RSAPublicKey):
                     keys[jwk.get("kid") or key_id(key)] = key
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except (httpx.HTTPError, jwt.PyJWTError, ValueError, KeyError) as exc:
             raise DependencyUnavailable("Cannot fetch the token signing keys") from exc
         finally:
             if self._http is None:

@@ -1,0 +1,1 @@
+"""registry-service: function CRUD per user, mirrored into the ``functions`` KV bucket."""

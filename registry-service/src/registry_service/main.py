@@ -1,0 +1,145 @@
+"""registry-service app factory: ``create_app(settings)``; the lifespan owns every connection.
+
+Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`` or
+``JWT_JWKS_URL``), database + migrations, NATS + the ``functions`` KV bucket, reconciliation of
+the bucket with the database. Shutdown runs it backwards (NATS drains, the engine is disposed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import httpx
+import nats.errors
+from faas_common.contract import FUNCTIONS_BUCKET
+from faas_common.db import make_engine, make_sessionmaker, migrate, ping
+from faas_common.errors import error_body
+from faas_common.health import health_router
+from faas_common.http import create_service_app
+from faas_common.nats import connect_nats, ensure_kv
+from faas_common.security import TokenVerifier
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from registry_service import service
+from registry_service.catalog import FunctionCatalog, NatsFunctionCatalog
+from registry_service.config import RegistrySettings
+from registry_service.router import aliases, router
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version_registry"
+
+logger = logging.getLogger("registry.main")
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot work; the message says which variable to set."""
+
+
+def token_verifier(settings: RegistrySettings, http: httpx.AsyncClient | None) -> TokenVerifier:
+    """The public key file when set, else the JWKS URL; neither is a start-up error."""
+    if settings.jwt_public_key_file is not None:
+        path = settings.jwt_public_key_file
+        if not path.is_file():
+            raise ConfigurationError(f"JWT_PUBLIC_KEY_FILE={path} does not exist")
+        return TokenVerifier.from_file(
+            path, issuer=settings.jwt_issuer, consumer_key=settings.jwt_consumer_key
+        )
+    if settings.jwt_jwks_url:
+        return TokenVerifier(
+            issuer=settings.jwt_issuer,
+            consumer_key=settings.jwt_consumer_key,
+            jwks_url=settings.jwt_jwks_url,
+            http=http,
+        )
+    raise ConfigurationError(
+        "registry-service verifies every token itself: set JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL "
+        "(auth-service's PEM public key, or its JWKS, e.g. "
+        "http://auth-service:8000/auth/.well-known/jwks.json)"
+    )
+
+
+async def _drain(nc: NATS) -> None:
+    if nc.is_closed:
+        return
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        await nc.drain()
+    if not nc.is_closed:
+        await nc.close()
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable: %s", exc)
+    return JSONResponse(
+        error_body("The database is unavailable", "service_unavailable"), status_code=503
+    )
+
+
+def create_app(
+    settings: RegistrySettings | None = None, *, catalog: FunctionCatalog | None = None
+) -> FastAPI:
+    """The registry app. ``catalog`` replaces the NATS KV catalog (unit tests pass a fake)."""
+    settings = settings or RegistrySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            http: httpx.AsyncClient | None = None
+            if settings.jwt_public_key_file is None and settings.jwt_jwks_url:
+                http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+            verifier = token_verifier(settings, http)
+
+            engine = make_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            await migrate(engine, script_location=MIGRATIONS, version_table=VERSION_TABLE)
+            sessionmaker = make_sessionmaker(engine)
+
+            function_catalog = catalog
+            if function_catalog is None:
+                nc = await connect_nats(
+                    settings.nats_servers,
+                    name="registry-service",
+                    connect_timeout=settings.nats_connect_timeout,
+                )
+                stack.push_async_callback(_drain, nc)
+                js = nc.jetstream(timeout=settings.kv_timeout)
+                kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
+                function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)
+
+            async with sessionmaker() as session:
+                await service.reconcile(session, function_catalog)
+
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sessionmaker = sessionmaker
+            app.state.catalog = function_catalog
+            app.state.token_verifier = verifier
+            yield
+
+    async def database_ready() -> None:
+        await ping(app.state.engine)
+
+    async def nats_ready() -> None:
+        function_catalog: FunctionCatalog = app.state.catalog
+        await function_catalog.ready()
+
+    app = create_service_app(
+        title="registry-service",
+        prefix="/registry",
+        lifespan=lifespan,
+        routers=[
+            router,
+            aliases,
+            health_router("/registry", {"database": database_ready, "nats": nats_ready}),
+        ],
+        max_body_bytes=settings.max_body_bytes,
+    )
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(InterfaceError, _database_unavailable)
+    return app

@@ -1,0 +1,285 @@
+"""HTTP layer of registry-service: parse, call ``service``, return a schema.
+
+``/registry/functions`` is the REST API; ``register``, ``list``, ``retrieve``, ``update`` and
+``delete`` are the seed-compatible aliases of the same operations.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from faas_common.db import SessionDep
+from faas_common.errors import error_body
+from faas_common.security import CurrentUser
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from registry_service import service
+from registry_service.catalog import FunctionCatalog
+from registry_service.models import Function
+from registry_service.schemas import (
+    NAME_PATTERN,
+    FunctionCreate,
+    FunctionOut,
+    FunctionPatch,
+    NameBody,
+    RegisterAlias,
+    UpdateAlias,
+)
+
+router = APIRouter(prefix="/registry", tags=["functions"])
+
+
+def _catalog(request: Request) -> FunctionCatalog:
+    catalog: FunctionCatalog = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[FunctionCatalog, Depends(_catalog)]
+FunctionNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The function's name")]
+
+
+def _error(status_code: int, description: str, code: str, detail: str) -> dict[int | str, Any]:
+    return {
+        status_code: {
+            "description": description,
+            "content": {"application/json": {"example": error_body(detail, code)}},
+        }
+    }
+
+
+_UNAUTHORIZED = _error(401, "Missing, invalid or expired token", "invalid_token", "Invalid token")
+_NOT_FOUND = _error(
+    404, "No function of the caller has this name", "function_not_found", "Function not found"
+)
+_EXISTS = _error(
+    409,
+    "The caller already has a function with this name",
+    "function_exists",
+    "A function with this name already exists",
+)
+_UNAVAILABLE = _error(
+    503,
+    "The database or the function catalog (NATS) is unavailable; nothing was changed",
+    "service_unavailable",
+    "The function catalog (NATS) is unavailable; nothing was changed",
+)
+_READ_ERRORS = {**_UNAUTHORIZED, **_NOT_FOUND}
+_WRITE_ERRORS = {**_UNAUTHORIZED, **_NOT_FOUND, **_UNAVAILABLE}
+
+
+def _out(function: Function) -> FunctionOut:
+    return FunctionOut.model_validate(function)
+
+
+async def _create(
+    body: FunctionCreate, user_id: str, session: SessionDep, catalog: FunctionCatalog
+) -> FunctionOut:
+    function = await service.create_function(
+        session,
+        catalog,
+        owner_id=user_id,
+        name=body.name,
+        description=body.description,
+        image=body.image,
+        timeout_seconds=body.timeout_seconds,
+        memory_mb=body.memory_mb,
+        env=body.env,
+    )
+    return _out(function)
+
+
+# --- REST -------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/functions",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a function",
+    responses={**_UNAUTHORIZED, **_EXISTS, **_UNAVAILABLE},
+)
+async def create_function(
+    body: FunctionCreate, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+) -> FunctionOut:
+    return await _create(body, user.user_id, session, catalog)
+
+
+@router.get("/functions", summary="List the caller's functions (sorted by name)")
+async def list_functions(user: CurrentUser, session: SessionDep) -> list[FunctionOut]:
+    functions = await service.list_functions(session, owner_id=user.user_id)
+    return [_out(function) for function in functions]
+
+
+@router.get(
+    "/functions/{name}", summary="Get one of the caller's functions", responses=_READ_ERRORS
+)
+async def get_function(
+    name: FunctionNamePath, user: CurrentUser, session: SessionDep
+) -> FunctionOut:
+    return _out(await service.get_function(session, owner_id=user.user_id, name=name))
+
+
+@router.patch(
+    "/functions/{name}",
+    summary="Change any subset of a function's fields (not its name)",
+    responses=_WRITE_ERRORS,
+)
+async def update_function(
+    name: FunctionNamePath,
+    body: FunctionPatch,
+    user: CurrentUser,
+    session: SessionDep,
+    catalog: CatalogDep,
+) -> FunctionOut:
+    if body.name is not None and body.name != name:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "value_error",
+                    "loc": ("body", "name"),
+                    "msg": "the name of a function cannot be changed",
+                    "input": body.name,
+                }
+            ]
+        )
+    function = await service.update_function(
+        session, catalog, owner_id=user.user_id, name=name, changes=body.changes()
+    )
+    return _out(function)
+
+
+@router.delete(
+    "/functions/{name}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a function",
+    responses=_WRITE_ERRORS,
+)
+async def delete_function(
+    name: FunctionNamePath, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+) -> Response:
+    await service.delete_function(session, catalog, owner_id=user.user_id, name=name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# --- Seed-compatible aliases ------------------------------------------------------------------
+
+aliases = APIRouter(prefix="/registry", tags=["seed-compatible aliases"])
+
+NameQuery = Annotated[
+    str | None,
+    Query(
+        pattern=NAME_PATTERN,
+        description="The function's name, when the request has no JSON body naming it",
+    ),
+]
+_OPTIONAL_NAME_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "description": 'Optional `{"name": ...}`; takes precedence over `?name=`',
+        "content": {"application/json": {"schema": NameBody.model_json_schema()}},
+    }
+}
+
+
+async def _alias_name(request: Request, query_name: str | None) -> str:
+    """The function name of ``retrieve``/``delete``: the JSON body's ``name``, else ``?name=``."""
+    raw = await request.body()
+    data: Any = None
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError(
+                [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
+            ) from exc
+    if isinstance(data, dict) and "name" in data:
+        try:
+            return NameBody.model_validate(data).name
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            for error in errors:
+                error["loc"] = ("body", *error["loc"])
+            raise RequestValidationError(errors) from exc
+    if query_name is not None:
+        return query_name
+    raise RequestValidationError(
+        [
+            {
+                "type": "missing",
+                "loc": ("query", "name"),
+                "msg": 'Field required: the function name, as ?name= or in a JSON body {"name"}',
+                "input": None,
+            }
+        ]
+    )
+
+
+@aliases.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a function (alias of POST /registry/functions; payload = image)",
+    responses={**_UNAUTHORIZED, **_EXISTS, **_UNAVAILABLE},
+)
+async def register_alias(
+    body: RegisterAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+) -> FunctionOut:
+    return await _create(body.to_create(), user.user_id, session, catalog)
+
+
+@aliases.get("/list", summary="List the caller's functions (alias of GET /registry/functions)")
+async def list_alias(user: CurrentUser, session: SessionDep) -> list[FunctionOut]:
+    return await list_functions(user, session)
+
+
+@aliases.get(
+    "/retrieve",
+    summary="Get a function by name, from the JSON body or ?name= "
+    "(alias of GET /registry/functions/{name})",
+    responses=_READ_ERRORS,
+    openapi_extra=_OPTIONAL_NAME_BODY,
+)
+async def retrieve_alias(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    name: NameQuery = None,
+) -> FunctionOut:
+    function_name = await _alias_name(request, name)
+    return _out(await service.get_function(session, owner_id=user.user_id, name=function_name))
+
+
+@aliases.put(
+    "/update",
+    summary="Change a function named in the body; payload = image "
+    "(alias of PATCH /registry/functions/{name})",
+    responses=_WRITE_ERRORS,
+)
+async def update_alias(
+    body: UpdateAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+) -> FunctionOut:
+    function = await service.update_function(
+        session, catalog, owner_id=user.user_id, name=body.name, changes=body.changes()
+    )
+    return _out(function)
+
+
+@aliases.delete(
+    "/delete",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a function by name, from the JSON body or ?name= "
+    "(alias of DELETE /registry/functions/{name})",
+    responses=_WRITE_ERRORS,
+    openapi_extra=_OPTIONAL_NAME_BODY,
+)
+async def delete_alias(
+    request: Request,
+    user: CurrentUser,
+    session: SessionDep,
+    catalog: CatalogDep,
+    name: NameQuery = None,
+) -> Response:
+    function_name = await _alias_name(request, name)
+    await service.delete_function(session, catalog, owner_id=user.user_id, name=function_name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

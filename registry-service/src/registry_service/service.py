@@ -1,0 +1,225 @@
+"""Domain logic of registry-service: function CRUD kept in step with the KV catalog.
+
+Every change follows one order, so the database and the catalog never disagree silently:
+
+1. the change is flushed inside a transaction (row locks and the unique constraint apply, and
+   concurrent writers of the same row wait for this transaction to end);
+2. the catalog is written; if that fails the transaction is rolled back (503, nothing changed);
+3. the transaction is committed; if that fails the catalog write is undone (503).
+
+The one window left (the commit succeeds on the server but its answer is lost, and the undo then
+runs) is closed by ``reconcile``, which every instance runs at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from faas_common.contract import FunctionSnapshot, function_key
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from registry_service import repository
+from registry_service.catalog import FunctionCatalog
+from registry_service.exceptions import CatalogUnavailable, DatabaseUnavailable, FunctionNotFound
+from registry_service.models import Function, utc_now
+
+logger = logging.getLogger("registry.service")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionChanges:
+    """The fields an update sets; ``None`` leaves a field as it is."""
+
+    description: str | None = None
+    image: str | None = None
+    timeout_seconds: int | None = None
+    memory_mb: int | None = None
+    env: Mapping[str, str] | None = None
+
+    def values(self) -> dict[str, Any]:
+        changed: dict[str, Any] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                changed[field.name] = dict(value) if field.name == "env" else value
+        return changed
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    written: int
+    deleted: int
+    unchanged: int
+
+
+def snapshot_of(function: Function) -> FunctionSnapshot:
+    """The catalog value of ``function`` (deterministic: env keys sorted)."""
+    return FunctionSnapshot(
+        id=function.id,
+        owner_id=function.owner_id,
+        name=function.name,
+        image=function.image,
+        timeout_seconds=function.timeout_seconds,
+        memory_mb=function.memory_mb,
+        env=dict(sorted(function.env.items())),
+        updated_at=function.updated_at.isoformat(),
+    )
+
+
+async def _commit_through(
+    session: AsyncSession,
+    *,
+    key: str,
+    write: Callable[[], Awaitable[None]],
+    undo: Callable[[], Awaitable[None]],
+) -> None:
+    """Write the catalog, then commit the flushed change; roll back / undo on failure."""
+    try:
+        await write()
+    except BaseException:
+        await session.rollback()
+        raise
+    try:
+        await session.commit()
+    except BaseException as exc:
+        await session.rollback()
+        try:
+            await undo()
+        except CatalogUnavailable:
+            logger.error(
+                "commit failed and the catalog write could not be undone: the catalog disagrees "
+                "with the database until the next start-up reconciliation",
+                extra={"key": key},
+            )
+        if isinstance(exc, SQLAlchemyError):
+            raise DatabaseUnavailable() from exc
+        raise
+
+
+async def create_function(
+    session: AsyncSession,
+    catalog: FunctionCatalog,
+    *,
+    owner_id: str,
+    name: str,
+    description: str,
+    image: str,
+    timeout_seconds: int,
+    memory_mb: int,
+    env: Mapping[str, str],
+) -> Function:
+    function = await repository.add(
+        session,
+        owner_id=owner_id,
+        name=name,
+        description=description,
+        image=image,
+        timeout_seconds=timeout_seconds,
+        memory_mb=memory_mb,
+        env=env,
+    )
+    snapshot = snapshot_of(function)
+    key = function_key(owner_id, name)
+    await _commit_through(
+        session,
+        key=key,
+        write=lambda: catalog.put(snapshot),
+        undo=lambda: catalog.delete(key),
+    )
+    return function
+
+
+async def list_functions(session: AsyncSession, *, owner_id: str) -> list[Function]:
+    return await repository.list_for_owner(session, owner_id=owner_id)
+
+
+async def get_function(session: AsyncSession, *, owner_id: str, name: str) -> Function:
+    function = await repository.get(session, owner_id=owner_id, name=name)
+    if function is None:
+        raise FunctionNotFound()
+    return function
+
+
+async def update_function(
+    session: AsyncSession,
+    catalog: FunctionCatalog,
+    *,
+    owner_id: str,
+    name: str,
+    changes: FunctionChanges,
+) -> Function:
+    function = await repository.get(session, owner_id=owner_id, name=name, for_update=True)
+    if function is None:
+        raise FunctionNotFound()
+    values = {
+        field: value
+        for field, value in changes.values().items()
+        if getattr(function, field) != value
+    }
+    if not values:
+        # Nothing to change: end the transaction (releasing the row lock) without touching the
+        # catalog. A commit, not a rollback: a rollback would expire the loaded function.
+        await session.commit()
+        return function
+    before = snapshot_of(function)
+    await repository.change(session, function=function, values={**values, "updated_at": utc_now()})
+    after = snapshot_of(function)
+    await _commit_through(
+        session,
+        key=function_key(owner_id, name),
+        write=lambda: catalog.put(after),
+        undo=lambda: catalog.put(before),
+    )
+    return function
+
+
+async def delete_function(
+    session: AsyncSession, catalog: FunctionCatalog, *, owner_id: str, name: str
+) -> None:
+    function = await repository.get(session, owner_id=owner_id, name=name, for_update=True)
+    if function is None:
+        raise FunctionNotFound()
+    before = snapshot_of(function)
+    key = function_key(owner_id, name)
+    await repository.remove(session, function=function)
+    await _commit_through(
+        session,
+        key=key,
+        write=lambda: catalog.delete(key),
+        undo=lambda: catalog.put(before),
+    )
+
+
+async def reconcile(session: AsyncSession, catalog: FunctionCatalog) -> ReconcileReport:
+    """Make the catalog exactly the database: write every function, delete every other key.
+
+    Runs while holding the lock that every database write waits for, so no create, update or
+    delete is half done (flushed and in the catalog but not committed) while it compares.
+    """
+    try:
+        await repository.lock_all(session)
+        wanted = {
+            function_key(function.owner_id, function.name): snapshot_of(function)
+            for function in await repository.list_all(session)
+        }
+        current = await catalog.contents()
+        written = deleted = 0
+        for key, snapshot in wanted.items():
+            if current.get(key) != snapshot.model_dump_json().encode():
+                await catalog.put(snapshot)
+                written += 1
+        for key in current.keys() - wanted.keys():
+            await catalog.delete(key)
+            deleted += 1
+    finally:
+        await session.rollback()  # releases the lock
+    report = ReconcileReport(written=written, deleted=deleted, unchanged=len(wanted) - written)
+    logger.info(
+        "functions catalog reconciled",
+        extra={"written": written, "deleted": deleted, "unchanged": report.unchanged},
+    )
+    return report

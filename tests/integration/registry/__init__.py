@@ -1,0 +1,1 @@
+"""registry-service against a real nats-server, SQLite and PostgreSQL."""

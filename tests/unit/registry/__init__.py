@@ -1,0 +1,1 @@
+"""registry-service unit tests (fake catalog, SQLite)."""

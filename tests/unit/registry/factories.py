@@ -1,0 +1,133 @@
+"""Builders for registry-service tests: settings, a running app and its client, tokens, a fake
+catalog.
+
+Plain functions and classes (no fixtures) so unit and integration tests share them; the fixtures
+built on them live in each directory's ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+from faas_common.contract import FunctionSnapshot, function_key
+from fastapi import FastAPI
+from registry_service.catalog import FunctionCatalog
+from registry_service.config import RegistrySettings
+from registry_service.exceptions import CatalogUnavailable
+from registry_service.main import create_app
+
+BASE_URL = "http://registry.test"
+ISSUER = "faas-auth"
+CONSUMER_KEY = "faas-platform"
+
+
+def make_settings(database_url: str, public_key_file: Path, **overrides: Any) -> RegistrySettings:
+    values: dict[str, Any] = {
+        "environment": "local",
+        "database_url": database_url,
+        "jwt_public_key_file": public_key_file,
+        "jwt_jwks_url": None,
+    }
+    return RegistrySettings(**(values | overrides))
+
+
+@asynccontextmanager
+async def running_app(
+    settings: RegistrySettings, catalog: FunctionCatalog | None = None
+) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan entered: migrated, catalog reconciled, ready to serve."""
+    app = create_app(settings, catalog=catalog)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+def mint_token(
+    private_pem: bytes,
+    *,
+    sub: str,
+    name: str = "alice",
+    ttl: int = 3600,
+    issuer: str = ISSUER,
+    key: str = CONSUMER_KEY,
+    **extra: Any,
+) -> str:
+    """A platform token as auth-service signs it (RS256; sub, name, iat, exp, iss, key)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "name": name,
+        "iat": now,
+        "exp": now + ttl,
+        "iss": issuer,
+        "key": key,
+        **extra,
+    }
+    return jwt.encode(claims, private_pem, algorithm="RS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    name: str
+    headers: dict[str, str]
+
+
+def make_user(private_pem: bytes, name: str) -> User:
+    user_id = str(uuid.uuid4())
+    return User(user_id, name, bearer(mint_token(private_pem, sub=user_id, name=name)))
+
+
+def function_body(name: str = "hello", **overrides: Any) -> dict[str, Any]:
+    return {"name": name, "description": "says hello", "image": "library/hello:1.0"} | overrides
+
+
+@dataclass
+class FakeCatalog:
+    """In-memory ``FunctionCatalog``; ``failing = True`` makes every call unavailable."""
+
+    entries: dict[str, bytes] = field(default_factory=dict)
+    failing: bool = False
+    writes: int = 0
+
+    def _check(self) -> None:
+        if self.failing:
+            raise CatalogUnavailable()
+
+    async def put(self, snapshot: FunctionSnapshot) -> None:
+        self._check()
+        self.writes += 1
+        self.entries[function_key(snapshot.owner_id, snapshot.name)] = (
+            snapshot.model_dump_json().encode()
+        )
+
+    async def delete(self, key: str) -> None:
+        self._check()
+        self.writes += 1
+        self.entries.pop(key, None)
+
+    async def contents(self) -> dict[str, bytes]:
+        self._check()
+        return dict(self.entries)
+
+    async def ready(self) -> None:
+        self._check()
+
+    def snapshot(self, owner_id: str, name: str) -> FunctionSnapshot | None:
+        raw = self.entries.get(function_key(owner_id, name))
+        return FunctionSnapshot.model_validate_json(raw) if raw is not None else None
