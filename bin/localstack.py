@@ -33,15 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_key_pair
 from auth_service.main import create_app as create_auth_app
 from faas_common.logging import configure_logging
 from faas_common.settings import CommonSettings
-from fastapi import FastAPI
 from registry_service.config import RegistrySettings
 from registry_service.main import create_app as create_registry_app
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("faas.localstack")
 

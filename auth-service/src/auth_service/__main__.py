@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uvicorn
-from faas_common.logging import configure_logging
 
 from auth_service.config import AuthSettings
 from auth_service.main import create_app
+from faas_common.logging import configure_logging
 
 
 def main() -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from faas_common.settings import CommonSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from faas_common.settings import CommonSettings
 
 
 class AuthSettings(CommonSettings):

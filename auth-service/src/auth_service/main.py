@@ -6,16 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from faas_common.db import make_engine, make_sessionmaker, migrate, ping
-from faas_common.health import health_router
-from faas_common.http import create_service_app
-from faas_common.security import TokenVerifier
 from fastapi import FastAPI
 
 from auth_service.config import AuthSettings
 from auth_service.keys import load_private_key
 from auth_service.router import router
 from auth_service.service import PasswordHasher, TokenIssuer
+from faas_common.db import make_engine, make_sessionmaker, migrate, ping
+from faas_common.health import health_router
+from faas_common.http import create_service_app
+from faas_common.security import TokenVerifier
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_auth"

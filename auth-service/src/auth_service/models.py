@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from faas_common.db import new_metadata
 from sqlalchemy import DateTime, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from faas_common.db import new_metadata
 
 
 class Base(DeclarativeBase):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from faas_common.db import SessionDep
-from faas_common.errors import error_body
-from faas_common.security import CurrentUser, public_jwk
 from fastapi import APIRouter, Depends, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -15,6 +12,9 @@ from pydantic import ValidationError
 from auth_service import service
 from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, ValidateOut
 from auth_service.service import PasswordHasher, TokenIssuer
+from faas_common.db import SessionDep
+from faas_common.errors import error_body
+from faas_common.security import CurrentUser, public_jwk
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from faas_common.security import ALGORITHM, key_id
 from passlib.context import CryptContext
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import repository
 from auth_service.exceptions import InvalidCredentials
 from auth_service.models import User
+from faas_common.security import ALGORITHM, key_id
 
 
 class PasswordHasher:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uvicorn
-from faas_common.logging import configure_logging
 
+from faas_common.logging import configure_logging
 from registry_service.config import RegistrySettings
 from registry_service.main import create_app
 

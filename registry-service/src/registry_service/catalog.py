@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 import nats.errors
-from faas_common.contract import FunctionSnapshot, function_key
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 
+from faas_common.contract import FunctionSnapshot, function_key
 from registry_service.exceptions import CatalogUnavailable
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from faas_common.settings import CommonSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
+from faas_common.settings import CommonSettings
 
 
 class RegistrySettings(CommonSettings):

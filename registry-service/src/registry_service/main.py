@@ -15,6 +15,11 @@ from pathlib import Path
 
 import httpx
 import nats.errors
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NATS
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from faas_common.contract import FUNCTIONS_BUCKET
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.errors import error_body
@@ -22,11 +27,6 @@ from faas_common.health import health_router
 from faas_common.http import create_service_app
 from faas_common.nats import connect_nats, ensure_kv
 from faas_common.security import TokenVerifier
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from nats.aio.client import Client as NATS
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from registry_service import service
 from registry_service.catalog import FunctionCatalog, NatsFunctionCatalog
 from registry_service.config import RegistrySettings

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from faas_common.db import SessionDep
-from faas_common.errors import error_body
-from faas_common.security import CurrentUser
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from faas_common.db import SessionDep
+from faas_common.errors import error_body
+from faas_common.security import CurrentUser
 from registry_service import service
 from registry_service.catalog import FunctionCatalog
 from registry_service.models import Function

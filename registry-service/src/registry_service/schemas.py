@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from faas_common.validation import ImageReference
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -21,6 +20,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from faas_common.validation import ImageReference
 from registry_service.service import FunctionChanges
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from faas_common.contract import FunctionSnapshot, function_key
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from faas_common.contract import FunctionSnapshot, function_key
 from registry_service import repository
 from registry_service.catalog import FunctionCatalog
 from registry_service.exceptions import CatalogUnavailable, DatabaseUnavailable, FunctionNotFound

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from auth_service.config import AuthSettings
 
+from auth_service.config import AuthSettings
 from tests.unit.auth.factories import (
     PASSWORD,
     bearer,

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from auth_service.config import AuthSettings
-from auth_service.main import MIGRATIONS, VERSION_TABLE
-from faas_common.db import make_engine, migrate
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
+from auth_service.config import AuthSettings
+from auth_service.main import MIGRATIONS, VERSION_TABLE
+from faas_common.db import make_engine, migrate
 from tests.unit.auth.factories import PASSWORD, client_for, make_settings, running_app
 
 FAILING_MIGRATION = """

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 
 import nats
 import pytest
-from faas_common.contract import FUNCTIONS_BUCKET
-from faas_common.nats import ensure_kv
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
-from registry_service.config import RegistrySettings
 
+from faas_common.contract import FUNCTIONS_BUCKET
+from faas_common.nats import ensure_kv
+from registry_service.config import RegistrySettings
 from tests.support.keys import RsaKeys
 from tests.unit.registry.factories import User, make_settings, make_user
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from faas_common.contract import FunctionSnapshot, function_key
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
-from registry_service.config import RegistrySettings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from faas_common.contract import FunctionSnapshot, function_key
+from registry_service.config import RegistrySettings
 from tests.support.keys import RsaKeys
 from tests.support.nats_server import NatsServer
 from tests.unit.registry.factories import (

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from auth_service.config import AuthSettings
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi import FastAPI
 
+from auth_service.config import AuthSettings
 from tests.unit.auth.factories import (
     PASSWORD,
     RegisteredUser,

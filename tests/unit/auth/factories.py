@@ -20,11 +20,12 @@ from typing import Any
 
 import httpx
 import jwt
-from auth_service.config import AuthSettings
-from auth_service.main import create_app
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from fastapi import FastAPI
+
+from auth_service.config import AuthSettings
+from auth_service.main import create_app
 
 PASSWORD = "correct-horse-battery"
 BASE_URL = "http://test"

@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-from auth_service.config import AuthSettings
 
+from auth_service.config import AuthSettings
 from tests.unit.auth.factories import RegisteredUser, assert_validation_error, unique_username
 
 INVALID_CREDENTIALS = {"detail": "Incorrect username or password", "code": "invalid_credentials"}

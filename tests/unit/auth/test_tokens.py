@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from auth_service.config import AuthSettings
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from auth_service.config import AuthSettings
 from faas_common.errors import Unauthorized
 from faas_common.security import TokenVerifier
-
 from tests.unit.auth.factories import (
     BASE_URL,
     RegisteredUser,

@@ -9,6 +9,9 @@ from http import HTTPStatus
 
 import httpx
 import pytest
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field
+
 from faas_common.errors import (
     BadRequest,
     Conflict,
@@ -23,8 +26,6 @@ from faas_common.errors import (
     error_body,
     install_error_handlers,
 )
-from fastapi import FastAPI, HTTPException
-from pydantic import BaseModel, Field
 
 
 class Item(BaseModel):

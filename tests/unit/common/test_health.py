@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from fastapi import FastAPI
+
 from faas_common.errors import install_error_handlers
 from faas_common.health import ReadinessCheck, health_router
-from fastapi import FastAPI
 
 
 async def ok() -> None:

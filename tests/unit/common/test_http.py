@@ -11,11 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI, Request
+from pydantic import BaseModel
+
 from faas_common.health import health_router
 from faas_common.http import PlatformMiddleware, create_service_app
 from faas_common.logging import request_id_var
-from fastapi import APIRouter, FastAPI, Request
-from pydantic import BaseModel
 
 MAX_BODY = 2048
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")

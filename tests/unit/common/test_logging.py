@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from faas_common.logging import JsonFormatter, configure_logging, request_id_var
 
 

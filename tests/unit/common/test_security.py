@@ -11,10 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicNumbers
+
 from faas_common import security
 from faas_common.errors import DependencyUnavailable, Unauthorized
 from faas_common.security import TokenVerifier, key_id, load_public_key, public_jwk
-
 from tests.support.keys import RsaKeys
 
 ISSUER = "faas-auth"

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from auth_service.config import AuthSettings
 from faas_common.settings import CommonSettings
-from pydantic import ValidationError
 
 SHARED_NAMES = (
     "ENVIRONMENT",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ValidationError
+
 from faas_common.validation import (
     IMAGE_NAME_MAX_LENGTH,
     ImageReference,
@@ -10,7 +12,6 @@ from faas_common.validation import (
     is_valid_image_reference,
     parse_image_reference,
 )
-from pydantic import BaseModel, ValidationError
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 

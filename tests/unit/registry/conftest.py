@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from registry_service.config import RegistrySettings
 
+from registry_service.config import RegistrySettings
 from tests.support.keys import RsaKeys
 from tests.unit.registry.factories import (
     FakeCatalog,

@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx
 import jwt
-from faas_common.contract import FunctionSnapshot, function_key
 from fastapi import FastAPI
+
+from faas_common.contract import FunctionSnapshot, function_key
 from registry_service.catalog import FunctionCatalog
 from registry_service.config import RegistrySettings
 from registry_service.exceptions import CatalogUnavailable

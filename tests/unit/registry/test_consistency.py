@@ -6,12 +6,12 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
-from faas_common.contract import FunctionSnapshot
-from registry_service.config import RegistrySettings
-from registry_service.exceptions import CatalogUnavailable
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from faas_common.contract import FunctionSnapshot
+from registry_service.config import RegistrySettings
+from registry_service.exceptions import CatalogUnavailable
 from tests.unit.registry.factories import (
     FakeCatalog,
     User,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from faas_common.security import load_public_key, public_jwk
 from registry_service.config import RegistrySettings
 from registry_service.main import ConfigurationError
-
 from tests.support.keys import RsaKeys
 from tests.unit.registry.factories import (
     FakeCatalog,
