@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from auth_service.config import AuthSettings
 from auth_service.main import create_app
-from faas_common.logging import configure_logging
+from faas_common.http import serve
 
 
 def main() -> None:
     settings = AuthSettings()
-    configure_logging("auth-service", settings.log_level)
-    uvicorn.run(
+    serve(
         create_app(settings),
+        service="auth-service",
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        log_level=settings.log_level,
     )
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, status
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from auth_service import service
 from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, ValidateOut
 from auth_service.service import PasswordHasher, TokenIssuer
 from faas_common.db import SessionDep
 from faas_common.errors import error_body
+from faas_common.http import parse_json_body, validate_body
 from faas_common.security import CurrentUser, public_jwk
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -60,20 +58,8 @@ async def _login_request(request: Request) -> LoginRequest:
         form = await request.form()
         data = {key: value for key, value in form.items() if isinstance(value, str)}
     else:
-        raw = await request.body()
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
-            ) from exc
-    try:
-        return LoginRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        for error in errors:
-            error["loc"] = ("body", *error["loc"])
-        raise RequestValidationError(errors) from exc
+        data = parse_json_body(await request.body())
+    return validate_body(LoginRequest, data)
 
 
 _LOGIN_BODY = {

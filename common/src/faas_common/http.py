@@ -19,13 +19,17 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faas_common.errors import error_body, install_error_handlers
-from faas_common.logging import request_id_var
+from faas_common.logging import configure_logging, request_id_var
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 access_log = logging.getLogger("faas.access")
 
@@ -177,3 +181,39 @@ def create_service_app(
         app.include_router(router)
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
     return app
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body read by hand, parsed as JSON; invalid JSON is the usual 422."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
+        ) from exc
+
+
+def validate_body(model: type[ModelT], data: Any) -> ModelT:
+    """Validate data read by hand as ``model``; errors are the usual 422 located in the body."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        for error in errors:
+            error["loc"] = ("body", *error["loc"])
+        raise RequestValidationError(errors) from exc
+
+
+def serve(app: FastAPI, *, service: str, host: str, port: int, log_level: str) -> None:
+    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``)."""
+    import uvicorn
+
+    configure_logging(service, log_level)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )

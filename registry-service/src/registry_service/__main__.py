@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from faas_common.logging import configure_logging
+from faas_common.http import serve
 from registry_service.config import RegistrySettings
 from registry_service.main import create_app
 
 
 def main() -> None:
     settings = RegistrySettings()
-    configure_logging("registry-service", settings.log_level)
-    uvicorn.run(
+    serve(
         create_app(settings),
+        service="registry-service",
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
+        log_level=settings.log_level,
     )
 
 

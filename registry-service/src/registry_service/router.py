@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from faas_common.db import SessionDep
 from faas_common.errors import error_body
+from faas_common.http import parse_json_body, validate_body
 from faas_common.security import CurrentUser
 from registry_service import service
 from registry_service.catalog import FunctionCatalog
@@ -188,20 +187,9 @@ async def _alias_name(request: Request, query_name: str | None) -> str:
     raw = await request.body()
     data: Any = None
     if raw.strip():
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestValidationError(
-                [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
-            ) from exc
+        data = parse_json_body(raw)
     if isinstance(data, dict) and "name" in data:
-        try:
-            return NameBody.model_validate(data).name
-        except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            for error in errors:
-                error["loc"] = ("body", *error["loc"])
-            raise RequestValidationError(errors) from exc
+        return validate_body(NameBody, data).name
     if query_name is not None:
         return query_name
     raise RequestValidationError(
