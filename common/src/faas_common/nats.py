@@ -14,8 +14,8 @@ from datetime import timedelta
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError
+from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
+from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 logger = logging.getLogger("faas.nats")
@@ -97,3 +97,31 @@ async def ensure_kv(
     except nats.js.errors.BadRequestError:
         # Another replica created it in between.
         return await js.key_value(bucket)
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
+    """Create the stream, or bring an existing one's limits in line with ``config``.
+
+    Every replica of every service calls this at start-up; the last one to start wins, so all
+    replicas must share the configuration (the limits come from the shared settings).
+    """
+    assert config.name is not None
+    try:
+        info = await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            return await js.add_stream(config=config)
+        except nats.js.errors.BadRequestError:
+            info = await js.stream_info(config.name)  # created by a replica in between
+    current = info.config
+    wanted = {
+        "max_msgs": config.max_msgs,
+        "max_msgs_per_subject": config.max_msgs_per_subject,
+        "discard": config.discard,
+        "discard_new_per_subject": config.discard_new_per_subject,
+        "subjects": config.subjects,
+        "duplicate_window": config.duplicate_window,
+    }
+    if any(getattr(current, key) != value for key, value in wanted.items()):
+        return await js.update_stream(config=config)
+    return info

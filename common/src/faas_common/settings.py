@@ -40,6 +40,16 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = Field("faas-auth", validation_alias=_alias("JWT_ISSUER"))
     jwt_consumer_key: str = Field("faas-platform", validation_alias=_alias("JWT_CONSUMER_KEY"))
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_alias("MAX_BODY_BYTES"))
+    max_in_flight: int = Field(100, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT"))
+    """Cluster-wide limit of activations queued or running (the EXECUTIONS stream's max_msgs)."""
+    max_in_flight_per_user: int = Field(
+        20, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT_PER_USER")
+    )
+    """Per-user limit of activations queued or running (max_msgs_per_subject)."""
+    execution_ttl_seconds: int = Field(
+        86_400, ge=60, validation_alias=_alias("EXECUTION_TTL_SECONDS")
+    )
+    """How long execution records (and idempotency keys) are kept."""
 
     @field_validator("jwt_jwks_url", "jwt_public_key_file", mode="before")
     @classmethod
