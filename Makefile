@@ -14,7 +14,7 @@ help: ## List the targets
 install: ## Create or update the workspace virtualenv from uv.lock (uv sync)
 	uv sync --frozen
 
-run: ## Start the local stack (./bin/run.sh; ARGS=compose|swarm for the others)
+run: ## Start the local stack on http://localhost:8080 (./bin/run.sh)
 	./bin/run.sh $(ARGS)
 
 test: ## Lint, type check and run the tests (./bin/test.sh; ARGS go to pytest)

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -181,7 +180,9 @@ class LocalStack:
 
 
 async def platform_client(stack: LocalStack, image: str) -> tuple[httpx.AsyncClient, str]:
-    client = httpx.AsyncClient(base_url=stack.base, timeout=60, limits=httpx.Limits(max_connections=16))
+    client = httpx.AsyncClient(
+        base_url=stack.base, timeout=60, limits=httpx.Limits(max_connections=16)
+    )
     user = {"username": f"bench-{uuid.uuid4().hex[:8]}", "password": "benchmark-pass"}
     (await client.post("/auth/register", json=user)).raise_for_status()
     token = (await client.post("/auth/login", json=user)).json()["access_token"]
@@ -205,7 +206,10 @@ def platform_call(client: httpx.AsyncClient, name: str) -> Callable[[], Awaitabl
 
 
 def print_table(rows: list[Row]) -> None:
-    header = f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'calls/s':>9}"
+    header = (
+        f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}"
+        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'calls/s':>9}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
@@ -214,8 +218,16 @@ def print_table(rows: list[Row]) -> None:
             f"{row.percentile(50):>9.0f}{row.percentile(90):>9.0f}{row.percentile(99):>9.0f}"
             f"{row.throughput:>9.2f}"
         )
-    if rows:
-        print(f"\nmedian of all platform p50s vs docker run: see rows above ({len(rows)} rows)")
+    by_key = {(row.mode, row.concurrency): row for row in rows}
+    for (mode, concurrency), row in by_key.items():
+        baseline = by_key.get(("docker run", concurrency))
+        if mode != "docker run" and baseline is not None and baseline.latencies_ms:
+            print(
+                f"{mode} at concurrency {concurrency}: p50 {row.percentile(50):.0f} ms vs "
+                f"docker run {baseline.percentile(50):.0f} ms "
+                f"({row.percentile(50) / baseline.percentile(50):.2f}x), throughput "
+                f"{row.throughput:.2f} vs {baseline.throughput:.2f} calls/s"
+            )
 
 
 async def main(calls: int, max_seconds: float, concurrencies: list[int]) -> None:
@@ -228,12 +240,16 @@ async def main(calls: int, max_seconds: float, concurrencies: list[int]) -> None
             await platform_call(http, name)()  # warm-up: catalog, stream, consumer
             for concurrency in concurrencies:
                 rows.append(
-                    await measure("platform", concurrency, calls, max_seconds, platform_call(http, name))
+                    await measure(
+                        "platform", concurrency, calls, max_seconds, platform_call(http, name)
+                    )
                 )
         finally:
             await http.aclose()
     for concurrency in concurrencies:
-        rows.append(await measure("docker run", concurrency, calls, max_seconds, docker_run_call(image)))
+        rows.append(
+            await measure("docker run", concurrency, calls, max_seconds, docker_run_call(image))
+        )
     for concurrency in concurrencies:
         rows.append(await measure("sdk", concurrency, calls, max_seconds, sdk_call(client, image)))
     client.close()

@@ -8,16 +8,8 @@ cd "$(dirname "$0")/.."
 
 mode="${1:-local}"
 
-ensure_uv() {
-  if command -v uv >/dev/null 2>&1; then return; fi
-  export PATH="$HOME/.local/bin:$PATH"
-  if command -v uv >/dev/null 2>&1; then return; fi
-  echo "installing uv (the Python package manager) from PyPI..." >&2
-  python3 -m pip install --user --quiet uv 2>/dev/null \
-    || python3 -m pip install --quiet uv 2>/dev/null \
-    || { python3 -m venv .data/uv && .data/uv/bin/pip install --quiet uv && export PATH="$PWD/.data/uv/bin:$PATH"; }
-  command -v uv >/dev/null 2>&1 || { echo "error: uv could not be installed" >&2; exit 1; }
-}
+# shellcheck source=bin/ensure-uv.sh
+. bin/ensure-uv.sh
 
 case "$mode" in
   local)

@@ -14,29 +14,8 @@ step() {
     printf '\n==> %s\n' "$*"
 }
 
-ensure_uv() {
-    if command -v uv >/dev/null 2>&1; then
-        return
-    fi
-    export PATH="${HOME}/.local/bin:${PATH}"
-    if ! command -v uv >/dev/null 2>&1; then
-        step "Installing uv"
-        local python
-        python="$(command -v python3 || command -v python || true)"
-        if [[ -z "${python}" ]]; then
-            echo "error: uv is missing and no python3 is available to install it" >&2
-            exit 1
-        fi
-        "${python}" -m pip install --user uv \
-            || "${python}" -m pip install --user --break-system-packages uv \
-            || pip install uv
-        hash -r
-    fi
-    if ! command -v uv >/dev/null 2>&1; then
-        echo "error: uv was installed but is not on PATH (${PATH})" >&2
-        exit 1
-    fi
-}
+# shellcheck source=bin/ensure-uv.sh
+. bin/ensure-uv.sh
 
 ensure_uv
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -174,6 +175,7 @@ def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
     chunks = re.split(r"^@@step (\d+)\n", result.stdout, flags=re.M)[1:]
     outputs = {int(chunks[i]): chunks[i + 1] for i in range(0, len(chunks), 2)}
     assert len(outputs) == len(steps)
+    bodies: dict[str, str] = {}
     for index, step in enumerate(steps):
         if step.expected_status is None:
             continue
@@ -185,6 +187,20 @@ def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
         body = re.split(r"\r?\n\r?\n", output, maxsplit=1)[-1].strip()
         if step.expected_status != 204:
             assert body.startswith("{") or body.startswith("["), body
+        bodies[step.command] = body
+    # What the user reads in those answers, not only their status codes.
+    login = next(body for command, body in bodies.items() if "/auth/login" in command)
+    assert json.loads(login)["token_type"] == "bearer"
+    assert json.loads(login)["access_token"].count(".") == 2
+    listing = next(
+        body
+        for command, body in bodies.items()
+        if command.endswith('/registry/functions -H "Authorization: Bearer $TOKEN"')
+        and " -d " not in command
+    )
+    assert [function["name"] for function in json.loads(listing)] == ["hello"]
+    created = next(body for command, body in bodies.items() if '"image": ' in command)
+    assert json.loads(created)["image"] == "hello-python:latest"
 
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:
