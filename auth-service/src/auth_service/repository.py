@@ -15,10 +15,6 @@ async def get_by_username(session: AsyncSession, *, username: str) -> User | Non
     return result.scalar_one_or_none()
 
 
-async def get_by_id(session: AsyncSession, *, user_id: str) -> User | None:
-    return await session.get(User, user_id)
-
-
 async def create(session: AsyncSession, *, username: str, password_hash: str) -> User:
     user = User(username=username, password_hash=password_hash)
     session.add(user)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 
 Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=USERNAME_PATTERN)]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]

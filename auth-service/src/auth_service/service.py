@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service import repository
 from auth_service.exceptions import InvalidCredentials
 from auth_service.models import User
+from auth_service.schemas import USERNAME_RE
 from faas_common.security import ALGORITHM, key_id
 
 
@@ -79,7 +80,10 @@ async def register(
 async def authenticate(
     session: AsyncSession, hasher: PasswordHasher, *, username: str, password: str
 ) -> User:
-    user = await repository.get_by_username(session, username=username)
+    # A name no account can have (a NUL byte, 2000 characters) never reaches the database, but
+    # costs the same hash check as any other miss.
+    valid_name = USERNAME_RE.fullmatch(username) is not None
+    user = await repository.get_by_username(session, username=username) if valid_name else None
     ok = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not ok:
         raise InvalidCredentials()

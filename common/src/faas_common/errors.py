@@ -14,13 +14,15 @@ Hierarchy::
     └── GatewayTimeout        504 timed_out
 
 ``install_error_handlers(app)`` renders these, FastAPI's validation errors (422, the list kept
-under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405, ...) and, as a last resort,
-any unexpected exception as a JSON 500 that is logged with its traceback.
+under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405, ...), lost database
+connections and refused sockets (503 ``service_unavailable``) and, as a last resort, any unexpected
+exception as a JSON 500 that is logged with its traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from http import HTTPStatus
 from typing import Any
@@ -29,6 +31,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("faas.errors")
@@ -147,7 +150,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         # Echoing a 1 MB oversize field back to the caller helps nobody.
         if isinstance(error.get("input"), str) and len(error["input"]) > 256:
             error["input"] = error["input"][:256] + "..."
-    return JSONResponse(error_body(errors, "validation_error"), status_code=422)
+    return JSONResponse(_encodable(error_body(errors, "validation_error")), status_code=422)
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with lone surrogates (valid in JSON text, not in UTF-8) replaced by U+FFFD and
+    non-finite floats as strings, so echoing a bad input back cannot break the error response."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN and Infinity are not JSON
+    if isinstance(value, dict):
+        return {_encodable(key): _encodable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_encodable(item) for item in value]
+    return value
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
@@ -156,6 +173,23 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         error_body(exc.detail, _status_code_name(exc.status_code)),
         status_code=exc.status_code,
         headers=exc.headers,
+    )
+
+
+_CONNECTION_HINTS = ("connect", "connection", "too many clients", "shutting down", "timeout")
+
+
+async def _dependency_error(_: Request, exc: Exception) -> JSONResponse:
+    """Lost database connections and refused sockets: the service is fine, a dependency is not."""
+    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
+        text = str(exc.orig or exc).lower()
+        if not exc.connection_invalidated and not any(hint in text for hint in _CONNECTION_HINTS):
+            return await _unexpected_error(_, exc)
+    logger.warning("dependency unavailable: %s", exc)
+    return JSONResponse(
+        error_body("A dependency of this service is unavailable", "service_unavailable"),
+        status_code=503,
+        headers={"Retry-After": "1"},
     )
 
 
@@ -168,4 +202,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _dependency_error)
+    app.add_exception_handler(OSError, _dependency_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faas_common.errors import error_body, install_error_handlers
+from faas_common.errors import BadRequest, error_body, install_error_handlers
 from faas_common.logging import configure_logging, request_id_var
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -186,11 +186,19 @@ def create_service_app(
 def parse_json_body(raw: bytes) -> Any:
     """A request body read by hand, parsed as JSON; invalid JSON is the usual 422."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
         ) from exc
+    except (ValueError, RecursionError) as exc:
+        # Nesting too deep, an integer with thousands of digits: FastAPI answers these with a
+        # 400 when it parses the body itself; so do we.
+        raise BadRequest("There was an error parsing the body") from exc
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
 def validate_body(model: type[ModelT], data: Any) -> ModelT:

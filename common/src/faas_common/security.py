@@ -24,9 +24,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from faas_common.errors import DependencyUnavailable, Unauthorized
+from faas_common.settings import CommonSettings, ConfigurationError
 
 ALGORITHM = "RS256"
 JWKS_REFRESH_SECONDS = 30.0
+JWKS_RETRY_SECONDS = 5.0
+"""After a failed JWKS fetch, requests needing a new key fail fast (503) for this long."""
 REQUIRED_CLAIMS = ("sub", "name", "iat", "exp", "iss", "key")
 
 
@@ -87,6 +90,7 @@ class TokenVerifier:
         self._http = http
         self._keys: dict[str, RSAPublicKey] = {}
         self._fetched_at = float("-inf")
+        self._failed_at = float("-inf")
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -95,21 +99,30 @@ class TokenVerifier:
             issuer=issuer, consumer_key=consumer_key, public_key=load_public_key(path.read_bytes())
         )
 
+    def _cached_key(self, kid: str | None) -> RSAPublicKey | None:
+        if kid is None:  # a token without kid: the JWKS's first key
+            return next(iter(self._keys.values()), None)
+        return self._keys.get(kid)
+
     async def _jwks_key(self, kid: str | None) -> RSAPublicKey:
+        # Known keys never wait: the lock only serialises fetches.
+        if (key := self._cached_key(kid)) is not None:
+            return key
         async with self._lock:
-            known = self._keys.get(kid or "") or (
-                next(iter(self._keys.values())) if kid is None and self._keys else None
-            )
-            if known is not None:
-                return known
-            if time.monotonic() - self._fetched_at >= JWKS_REFRESH_SECONDS or not self._keys:
-                await self._refresh_jwks()
-            found = self._keys.get(kid or "") or (
-                next(iter(self._keys.values())) if kid is None and self._keys else None
-            )
-            if found is None:
+            if (key := self._cached_key(kid)) is not None:
+                return key  # fetched while this request waited
+            now = time.monotonic()
+            if now - self._failed_at < JWKS_RETRY_SECONDS:
+                raise DependencyUnavailable("Cannot fetch the token signing keys")
+            if not self._keys or now - self._fetched_at >= JWKS_REFRESH_SECONDS:
+                try:
+                    await self._refresh_jwks()
+                except DependencyUnavailable:
+                    self._failed_at = time.monotonic()
+                    raise
+            if (key := self._cached_key(kid)) is None:
                 raise Unauthorized("Token signed by an unknown key", code="invalid_token")
-            return found
+            return key
 
     async def _refresh_jwks(self) -> None:
         assert self._jwks_url is not None
@@ -164,12 +177,43 @@ class TokenVerifier:
             raise Unauthorized("Token not issued for this platform", code="invalid_token")
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("name"), str):
             raise Unauthorized("Invalid token claims", code="invalid_token")
+        try:
+            issued_at = datetime.fromtimestamp(claims["iat"], UTC)
+            expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+        except (OverflowError, OSError, ValueError, TypeError) as exc:
+            raise Unauthorized("Invalid token claims", code="invalid_token") from exc
         return TokenClaims(
             user_id=claims["sub"],
             username=claims["name"],
-            issued_at=datetime.fromtimestamp(claims["iat"], UTC),
-            expires_at=datetime.fromtimestamp(claims["exp"], UTC),
+            issued_at=issued_at,
+            expires_at=expires_at,
         )
+
+
+def token_verifier_from_settings(
+    settings: CommonSettings, http: httpx.AsyncClient | None, *, service: str
+) -> TokenVerifier:
+    """The verifier a service builds at start-up: ``JWT_PUBLIC_KEY_FILE`` when set, else
+    ``JWT_JWKS_URL`` (fetched with ``http``); neither is a ``ConfigurationError``."""
+    if settings.jwt_public_key_file is not None:
+        path = settings.jwt_public_key_file
+        if not path.is_file():
+            raise ConfigurationError(f"JWT_PUBLIC_KEY_FILE={path} does not exist")
+        return TokenVerifier.from_file(
+            path, issuer=settings.jwt_issuer, consumer_key=settings.jwt_consumer_key
+        )
+    if settings.jwt_jwks_url:
+        return TokenVerifier(
+            issuer=settings.jwt_issuer,
+            consumer_key=settings.jwt_consumer_key,
+            jwks_url=settings.jwt_jwks_url,
+            http=http,
+        )
+    raise ConfigurationError(
+        f"{service} verifies every token itself: set JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL "
+        "(auth-service's PEM public key, or its JWKS, e.g. "
+        "http://auth-service:8000/auth/.well-known/jwks.json)"
+    )
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from faas_common.errors import (
     BadRequest,
@@ -231,3 +232,43 @@ async def test_unexpected_error_is_a_logged_json_500(
     assert records
     assert records[0].exc_info is not None
     assert isinstance(records[0].exc_info[1], RuntimeError)
+
+
+def dependency_app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/raise/{kind}")
+    async def fail(kind: str) -> None:
+        if kind == "operational":
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("refused"))
+        if kind == "too-many":
+            raise DBAPIError("SELECT 1", {}, Exception("sorry, too many clients already"))
+        if kind == "refused":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if kind == "integrity-like":
+            raise DBAPIError("INSERT", {}, Exception("value violates a check"))
+        raise AssertionError(kind)
+
+    return app
+
+
+@pytest.mark.parametrize("kind", ["operational", "too-many", "refused"])
+async def test_a_lost_dependency_is_a_503(kind: str) -> None:
+    transport = httpx.ASGITransport(app=dependency_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get(f"/raise/{kind}")
+    assert response.status_code == 503
+    assert response.json() == {
+        "detail": "A dependency of this service is unavailable",
+        "code": "service_unavailable",
+    }
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_other_database_errors_stay_500s() -> None:
+    transport = httpx.ASGITransport(app=dependency_app(), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        response = await http.get("/raise/integrity-like")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -215,3 +216,45 @@ async def test_jwks_without_a_matching_key_is_401(rsa_keys: RsaKeys) -> None:
     async with server.client() as http:
         with pytest.raises(Unauthorized):
             await jwks_verifier(http).verify(token(private_key(rsa_keys), kid="unknown"))
+
+
+async def test_a_known_key_never_waits_behind_a_slow_jwks_fetch(rsa_keys: RsaKeys) -> None:
+    key = private_key(rsa_keys)
+    kid = key_id(key.public_key())
+    release = asyncio.Event()
+    server = JwksServer(key)
+
+    async def slow_handler(request: httpx.Request) -> httpx.Response:
+        if server.requests >= 1:
+            await release.wait()  # every fetch after the first hangs until released
+        return server.handler(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow_handler)) as http:
+        verifier = jwks_verifier(http)
+        await verifier.verify(token(key, kid=kid))  # first fetch: the key is now cached
+        stuck = asyncio.create_task(verifier.verify(token(key, kid="no-such-kid")))
+        await asyncio.sleep(0.05)
+        claims = await asyncio.wait_for(verifier.verify(token(key, kid=kid)), timeout=1)
+        assert claims.username == "alice"
+        release.set()
+        with pytest.raises(Unauthorized):
+            await stuck
+
+
+async def test_a_failed_jwks_fetch_is_not_retried_by_every_request(rsa_keys: RsaKeys) -> None:
+    server = JwksServer(private_key(rsa_keys))
+    server.status = 500
+    async with server.client() as http:
+        verifier = jwks_verifier(http)
+        for _ in range(5):
+            with pytest.raises(DependencyUnavailable):
+                await verifier.verify(token(private_key(rsa_keys), kid="k"))
+    assert server.requests == 1
+
+
+async def test_absurd_timestamps_are_401_not_500(rsa_keys: RsaKeys) -> None:
+    verifier = TokenVerifier.from_file(
+        rsa_keys.public_path, issuer=ISSUER, consumer_key=CONSUMER_KEY
+    )
+    with pytest.raises(Unauthorized):
+        await verifier.verify(token(private_key(rsa_keys), exp=10**20))
