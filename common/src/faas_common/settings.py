@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "postgres"})
 
 
+class ConfigurationError(RuntimeError):
+    """The settings cannot work; the message says which variable to set."""
+
+
 def _alias(name: str) -> AliasChoices:
     # Accept the plain environment name and the field name (tests pass fields by keyword).
     return AliasChoices(name, name.lower())
