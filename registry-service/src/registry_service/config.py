@@ -18,3 +18,9 @@ class RegistrySettings(CommonSettings):
         gt=0,
         description="Seconds a write to the functions KV bucket may take before the request fails.",
     )
+    reconcile_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds between two reconciliations of the functions KV bucket with the "
+        "database while the service runs (0: only at start-up).",
+    )

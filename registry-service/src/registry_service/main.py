@@ -2,27 +2,26 @@
 
 Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`` or
 ``JWT_JWKS_URL``), database + migrations, NATS + the ``functions`` KV bucket, reconciliation of
-the bucket with the database. Shutdown runs it backwards (NATS drains, the engine is disposed).
+the bucket with the database, then the background task that reconciles them again every
+``REGISTRY_RECONCILE_INTERVAL_SECONDS``. Shutdown runs it backwards (the task is cancelled, NATS
+drains, the engine is disposed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import nats.errors
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from nats.aio.client import Client as NATS
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from faas_common.contract import FUNCTIONS_BUCKET
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
-from faas_common.errors import error_body
 from faas_common.health import health_router
 from faas_common.http import create_service_app
 from faas_common.nats import connect_nats, ensure_kv
@@ -34,8 +33,6 @@ from registry_service.router import aliases, router
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_registry"
-
-logger = logging.getLogger("registry.main")
 
 
 class ConfigurationError(RuntimeError):
@@ -74,11 +71,10 @@ async def _drain(nc: NATS) -> None:
         await nc.close()
 
 
-async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    logger.warning("database unavailable: %s", exc)
-    return JSONResponse(
-        error_body("The database is unavailable", "service_unavailable"), status_code=503
-    )
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    # wait() rather than awaiting the task: a cancellation of the caller itself still propagates.
+    await asyncio.wait([task])
 
 
 def create_app(
@@ -114,6 +110,17 @@ def create_app(
 
             async with sessionmaker() as session:
                 await service.reconcile(session, function_catalog)
+            if settings.reconcile_interval_seconds > 0:
+                # Pushed last, so stopped first: before NATS drains and the engine is disposed.
+                reconciler = asyncio.create_task(
+                    service.reconcile_periodically(
+                        sessionmaker,
+                        function_catalog,
+                        interval=settings.reconcile_interval_seconds,
+                    ),
+                    name="registry-reconcile",
+                )
+                stack.push_async_callback(_cancel, reconciler)
 
             app.state.settings = settings
             app.state.engine = engine
@@ -140,6 +147,4 @@ def create_app(
         ],
         max_body_bytes=settings.max_body_bytes,
     )
-    app.add_exception_handler(OperationalError, _database_unavailable)
-    app.add_exception_handler(InterfaceError, _database_unavailable)
     return app

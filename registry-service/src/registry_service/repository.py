@@ -20,10 +20,20 @@ from registry_service.models import Function, utc_now
 async def get(
     session: AsyncSession, *, owner_id: str, name: str, for_update: bool = False
 ) -> Function | None:
-    """The caller's function ``name``; ``for_update`` locks its row until the transaction ends."""
+    """The caller's function ``name``.
+
+    ``for_update`` reads it for a change: no other writer can change or delete it between this
+    read and the end of the transaction. PostgreSQL locks the row (``SELECT ... FOR UPDATE``).
+    SQLite has no row locks (and pysqlite would run a plain SELECT outside any transaction): the
+    database's write lock is taken before reading, so concurrent read-modify-write sequences run
+    one after the other and none of them builds on a value read before another one committed.
+    """
     statement = select(Function).where(Function.owner_id == owner_id, Function.name == name)
     if for_update:
-        statement = statement.with_for_update()
+        if await _is_postgresql(session):
+            statement = statement.with_for_update()
+        else:
+            await _write_lock(session)
     result = await session.execute(statement)
     return result.scalar_one_or_none()
 
@@ -94,11 +104,26 @@ async def lock_all(session: AsyncSession) -> None:
     """Block every write to ``function`` until this transaction ends, and wait for those running.
 
     PostgreSQL: a SHARE ROW EXCLUSIVE table lock (conflicts with the row-exclusive lock any
-    INSERT/UPDATE/DELETE holds until it commits, and with itself). SQLite: taking the database's
-    write lock, which writers hold from their first write to their commit.
+    INSERT/UPDATE/DELETE holds until it commits, and with itself). SQLite: the database's write
+    lock, which writers hold from their first write (or ``get(for_update=True)``) to their commit.
     """
-    connection = await session.connection()
-    if connection.dialect.name == "postgresql":
+    if await _is_postgresql(session):
         await session.execute(text('LOCK TABLE "function" IN SHARE ROW EXCLUSIVE MODE'))
     else:
-        await session.execute(text('UPDATE "function" SET id = id WHERE 1 = 0'))
+        await _write_lock(session)
+
+
+async def _is_postgresql(session: AsyncSession) -> bool:
+    connection = await session.connection()
+    return connection.dialect.name == "postgresql"
+
+
+async def _write_lock(session: AsyncSession) -> None:
+    """SQLite: take the database's write lock now, held until the transaction ends.
+
+    A write that changes nothing still opens a write transaction (pysqlite issues ``BEGIN``
+    before it, and SQLite takes the write lock when the statement starts), waiting up to the
+    connection's busy timeout for the current writer to commit. Being the transaction's first
+    statement, it also starts the read snapshot after that commit.
+    """
+    await session.execute(text('UPDATE "function" SET id = id WHERE 1 = 0'))

@@ -2,7 +2,8 @@
 
 Unknown fields are ignored. Integers are strict (``"30"`` and ``true`` are not timeouts). In an
 update a field may be omitted (left as it is) but not ``null``: every field of a function has a
-value.
+value. Free text (``description``, env values) may not contain NUL characters: PostgreSQL cannot
+store them and no process environment can hold them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -35,7 +37,16 @@ FunctionName = Annotated[
     StringConstraints(pattern=NAME_PATTERN),
     Field(description="1-64 characters of [A-Za-z0-9_-]", examples=["hello"]),
 ]
-Description = Annotated[str, StringConstraints(max_length=1024)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
+Description = Annotated[str, StringConstraints(max_length=1024), NoNul]
 Image = Annotated[
     ImageReference,
     Field(description="Docker image reference", examples=["library/python:3.11-slim"]),
@@ -43,7 +54,7 @@ Image = Annotated[
 TimeoutSeconds = Annotated[int, Field(strict=True, ge=1, le=900, description="1-900 seconds")]
 MemoryMb = Annotated[int, Field(strict=True, ge=16, le=4096, description="16-4096 MiB")]
 EnvName = Annotated[str, StringConstraints(max_length=256, pattern=ENV_NAME_PATTERN)]
-EnvValue = Annotated[str, StringConstraints(max_length=4096)]
+EnvValue = Annotated[str, StringConstraints(max_length=4096), NoNul]
 Env = Annotated[
     dict[EnvName, EnvValue],
     Field(

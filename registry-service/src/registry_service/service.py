@@ -2,29 +2,35 @@
 
 Every change follows one order, so the database and the catalog never disagree silently:
 
-1. the change is flushed inside a transaction (row locks and the unique constraint apply, and
-   concurrent writers of the same row wait for this transaction to end);
-2. the catalog is written; if that fails the transaction is rolled back (503, nothing changed);
+1. the change is flushed inside a transaction; an update or delete first locks what it changes
+   (``repository.get(for_update=True)``), so concurrent writers of a function queue behind each
+   other and each one builds on the last committed value;
+2. the catalog is written; if that fails the write is undone (it may have been applied all the
+   same, e.g. a put that timed out after the server stored it), then the transaction is rolled
+   back (503, nothing changed);
 3. the transaction is committed; if that fails the catalog write is undone (503).
 
-The one window left (the commit succeeds on the server but its answer is lost, and the undo then
-runs) is closed by ``reconcile``, which every instance runs at start-up.
+An undo is best effort: it fails when the catalog is unreachable, and an undo after a failed
+commit may land after a concurrent writer's change. Those windows, and a commit that succeeded on
+the server but whose answer was lost, are closed by ``reconcile``, which every instance runs at
+start-up and then every ``REGISTRY_RECONCILE_INTERVAL_SECONDS`` (``reconcile_periodically``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from faas_common.contract import FunctionSnapshot, function_key
 from registry_service import repository
 from registry_service.catalog import FunctionCatalog
-from registry_service.exceptions import CatalogUnavailable, DatabaseUnavailable, FunctionNotFound
+from registry_service.exceptions import DatabaseUnavailable, FunctionNotFound
 from registry_service.models import Function, utc_now
 
 logger = logging.getLogger("registry.service")
@@ -70,6 +76,20 @@ def snapshot_of(function: Function) -> FunctionSnapshot:
     )
 
 
+async def _undo(undo: Callable[[], Awaitable[None]], *, key: str, after: str) -> None:
+    """Best-effort undo of a catalog write; a failure is logged for ``reconcile`` to repair."""
+    try:
+        await undo()
+    except Exception:
+        logger.warning(
+            "%s and undoing the catalog write failed too: the catalog may disagree with the "
+            "database until the next reconciliation",
+            after,
+            extra={"key": key},
+            exc_info=True,
+        )
+
+
 async def _commit_through(
     session: AsyncSession,
     *,
@@ -77,9 +97,19 @@ async def _commit_through(
     write: Callable[[], Awaitable[None]],
     undo: Callable[[], Awaitable[None]],
 ) -> None:
-    """Write the catalog, then commit the flushed change; roll back / undo on failure."""
+    """Write the catalog, then commit the flushed change; undo and roll back on failure.
+
+    A failed write is undone before the rollback, while the transaction still holds its locks:
+    no concurrent writer of the function can have written the catalog in between.
+    """
     try:
         await write()
+    except Exception:
+        try:
+            await _undo(undo, key=key, after="the catalog write failed")
+        finally:
+            await session.rollback()
+        raise
     except BaseException:
         await session.rollback()
         raise
@@ -87,14 +117,7 @@ async def _commit_through(
         await session.commit()
     except BaseException as exc:
         await session.rollback()
-        try:
-            await undo()
-        except CatalogUnavailable:
-            logger.error(
-                "commit failed and the catalog write could not be undone: the catalog disagrees "
-                "with the database until the next start-up reconciliation",
-                extra={"key": key},
-            )
+        await _undo(undo, key=key, after="the commit failed")
         if isinstance(exc, SQLAlchemyError):
             raise DatabaseUnavailable() from exc
         raise
@@ -194,6 +217,13 @@ async def delete_function(
     )
 
 
+def _wanted(functions: Iterable[Function]) -> dict[str, FunctionSnapshot]:
+    return {
+        function_key(function.owner_id, function.name): snapshot_of(function)
+        for function in functions
+    }
+
+
 async def reconcile(session: AsyncSession, catalog: FunctionCatalog) -> ReconcileReport:
     """Make the catalog exactly the database: write every function, delete every other key.
 
@@ -202,10 +232,7 @@ async def reconcile(session: AsyncSession, catalog: FunctionCatalog) -> Reconcil
     """
     try:
         await repository.lock_all(session)
-        wanted = {
-            function_key(function.owner_id, function.name): snapshot_of(function)
-            for function in await repository.list_all(session)
-        }
+        wanted = _wanted(await repository.list_all(session))
         current = await catalog.contents()
         written = deleted = 0
         for key, snapshot in wanted.items():
@@ -223,3 +250,48 @@ async def reconcile(session: AsyncSession, catalog: FunctionCatalog) -> Reconcil
         extra={"written": written, "deleted": deleted, "unchanged": report.unchanged},
     )
     return report
+
+
+async def catalog_differs(session: AsyncSession, catalog: FunctionCatalog) -> bool:
+    """Whether the catalog and the database disagree, compared without locking anything.
+
+    A write in flight (in the catalog, not yet committed) shows as a difference; ``reconcile``
+    then sorts it out under its lock. A disagreement this misses because a write changed both
+    sides between the two reads is found by the next comparison.
+    """
+    try:
+        wanted = {
+            key: snapshot.model_dump_json().encode()
+            for key, snapshot in _wanted(await repository.list_all(session)).items()
+        }
+    finally:
+        await session.rollback()
+    return await catalog.contents() != wanted
+
+
+async def reconcile_periodically(
+    sessions: async_sessionmaker[AsyncSession], catalog: FunctionCatalog, *, interval: float
+) -> None:
+    """Every ``interval`` seconds, reconcile when the catalog and the database disagree.
+
+    Runs until cancelled. The comparison takes no lock, so writes wait only when there is
+    something to repair; a pass that fails (NATS or the database unavailable) is logged and the
+    next one tries again.
+    """
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with sessions() as session:
+                if not await catalog_differs(session, catalog):
+                    continue
+                report = await reconcile(session, catalog)
+        except Exception as exc:
+            logger.warning(
+                "periodic reconciliation of the functions catalog failed: %s", exc, exc_info=True
+            )
+            continue
+        if report.written or report.deleted:
+            logger.warning(
+                "periodic reconciliation repaired the functions catalog",
+                extra={"written": report.written, "deleted": report.deleted},
+            )

@@ -27,6 +27,7 @@ from tests.unit.registry.factories import (
     function_body,
     make_settings,
     running_app,
+    wait_until,
 )
 
 
@@ -194,6 +195,69 @@ async def test_concurrent_writes_leave_database_and_bucket_in_agreement(
         ]
         final = (await client.get("/registry/functions/hello", headers=alice.headers)).json()
         assert_mirrors(await kv_snapshot(kv, alice, "hello"), alice, final)
+
+
+async def test_concurrent_patches_of_different_fields_leave_the_bucket_current(
+    settings: RegistrySettings, kv: KeyValue, alice: User
+) -> None:
+    # Each PATCH sets a field the other leaves alone: the bucket must hold both changes, not the
+    # value one request read before the other committed.
+    async with running_app(settings) as app, client_for(app) as client:
+        created = await client.post(
+            "/registry/functions", json=function_body(), headers=alice.headers
+        )
+        assert created.status_code == 201, created.text
+        for round_ in range(15):
+            patches = await asyncio.gather(
+                client.patch(
+                    "/registry/functions/hello",
+                    json={"image": f"busybox:{round_}"},
+                    headers=alice.headers,
+                ),
+                client.patch(
+                    "/registry/functions/hello",
+                    json={"memory_mb": 16 + round_},
+                    headers=alice.headers,
+                ),
+            )
+            assert [response.status_code for response in patches] == [200, 200], [
+                response.text for response in patches
+            ]
+            final = (await client.get("/registry/functions/hello", headers=alice.headers)).json()
+            assert (final["image"], final["memory_mb"]) == (f"busybox:{round_}", 16 + round_)
+            assert_mirrors(await kv_snapshot(kv, alice, "hello"), alice, final)
+
+
+async def test_periodic_reconcile_removes_an_orphan_key_while_writes_go_on(
+    settings: RegistrySettings, kv: KeyValue, alice: User
+) -> None:
+    settings = settings.model_copy(update={"reconcile_interval_seconds": 0.2})
+    async with running_app(settings) as app, client_for(app) as client:
+        created = await client.post(
+            "/registry/functions", json=function_body(), headers=alice.headers
+        )
+        assert created.status_code == 201, created.text
+        # A create whose put timed out after the server applied it, and whose undo failed.
+        await kv.put(function_key(alice.id, "orphan"), b"{}")
+
+        async def orphan_gone() -> bool:
+            return await kv_snapshot(kv, alice, "orphan") is None
+
+        # Writes keep working while passes run (and wait for the lock when one repairs).
+        for i in range(10):
+            patched = await client.patch(
+                "/registry/functions/hello", json={"memory_mb": 32 + i}, headers=alice.headers
+            )
+            assert patched.status_code == 200, patched.text
+            await asyncio.sleep(0.05)
+        await wait_until(orphan_gone, message="the orphan key is still in the bucket")
+        final = (await client.get("/registry/functions/hello", headers=alice.headers)).json()
+        assert_mirrors(await kv_snapshot(kv, alice, "hello"), alice, final)
+        assert await kv.keys() == [function_key(alice.id, "hello")]
+        # In agreement, later passes write nothing (the values read back compare equal).
+        revision = (await kv.get(function_key(alice.id, "hello"))).revision
+        await asyncio.sleep(1.0)
+        assert (await kv.get(function_key(alice.id, "hello"))).revision == revision
 
 
 async def test_ready_checks_database_and_nats(settings: RegistrySettings, kv: KeyValue) -> None:

@@ -7,9 +7,10 @@ built on them live in each directory's ``conftest.py``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,20 +95,48 @@ def make_user(private_pem: bytes, name: str) -> User:
     return User(user_id, name, bearer(mint_token(private_pem, sub=user_id, name=name)))
 
 
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], *, within: float = 10.0, message: str = ""
+) -> None:
+    """Poll ``condition`` (plain or async) every 20 ms until it holds; fail after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        result = condition()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(message or f"condition still false after {within} s")
+        await asyncio.sleep(0.02)
+
+
 def function_body(name: str = "hello", **overrides: Any) -> dict[str, Any]:
     return {"name": name, "description": "says hello", "image": "library/hello:1.0"} | overrides
 
 
 @dataclass
 class FakeCatalog:
-    """In-memory ``FunctionCatalog``; ``failing = True`` makes every call unavailable."""
+    """In-memory ``FunctionCatalog``.
+
+    ``failing = True`` makes every call unavailable. ``applied_then_failing = n`` makes the next
+    ``n`` writes take effect and then fail, as a write does when it times out after the server
+    applied it.
+    """
 
     entries: dict[str, bytes] = field(default_factory=dict)
     failing: bool = False
+    applied_then_failing: int = 0
     writes: int = 0
 
     def _check(self) -> None:
         if self.failing:
+            raise CatalogUnavailable()
+
+    def _answer_lost(self) -> None:
+        if self.applied_then_failing > 0:
+            self.applied_then_failing -= 1
             raise CatalogUnavailable()
 
     async def put(self, snapshot: FunctionSnapshot) -> None:
@@ -116,11 +145,13 @@ class FakeCatalog:
         self.entries[function_key(snapshot.owner_id, snapshot.name)] = (
             snapshot.model_dump_json().encode()
         )
+        self._answer_lost()
 
     async def delete(self, key: str) -> None:
         self._check()
         self.writes += 1
         self.entries.pop(key, None)
+        self._answer_lost()
 
     async def contents(self) -> dict[str, bytes]:
         self._check()

@@ -50,6 +50,7 @@ def test_settings_read_the_environment(
 ) -> None:
     monkeypatch.setenv("REGISTRY_PORT", "9001")
     monkeypatch.setenv("REGISTRY_KV_TIMEOUT", "2.5")
+    monkeypatch.setenv("REGISTRY_RECONCILE_INTERVAL_SECONDS", "30")
     monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'r.db'}")
     monkeypatch.setenv("NATS_URL", "nats://a:4222, nats://b:4222")
     monkeypatch.setenv("JWT_PUBLIC_KEY_FILE", str(rsa_keys.public_path))
@@ -59,9 +60,16 @@ def test_settings_read_the_environment(
     assert settings.port == 9001
     assert settings.host == "0.0.0.0"  # noqa: S104 - the documented default
     assert settings.kv_timeout == 2.5
+    assert settings.reconcile_interval_seconds == 30
     assert settings.nats_servers == ["nats://a:4222", "nats://b:4222"]
     assert settings.jwt_public_key_file == rsa_keys.public_path
     assert settings.database_url.endswith("r.db")
+
+
+def test_reconcile_interval_defaults_to_five_minutes(rsa_keys: RsaKeys, tmp_path: Path) -> None:
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'r.db'}", rsa_keys.public_path)
+
+    assert settings.reconcile_interval_seconds == 300
 
 
 @pytest.fixture

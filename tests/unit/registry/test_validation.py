@@ -69,6 +69,8 @@ INVALID_CREATE: list[tuple[str, dict[str, Any], list[Any]]] = [
     ("env value a number", function_body(env={"A": 1}), ["body", "env", "A"]),
     ("env value null", function_body(env={"A": None}), ["body", "env", "A"]),
     ("env value too long", function_body(env={"A": "v" * 4097}), ["body", "env", "A"]),
+    ("description with a NUL", function_body(description="a\x00b"), ["body", "description"]),
+    ("env value with a NUL", function_body(env={"A": "a\x00b"}), ["body", "env", "A"]),
 ]
 
 
@@ -177,6 +179,8 @@ INVALID_PATCH: list[tuple[str, dict[str, Any], list[Any]]] = [
     ("description too long", {"description": "d" * 1025}, ["body", "description"]),
     ("bad env name", {"env": {"A-B": "x"}}, ["body", "env", "A-B", "[key]"]),
     ("65 env entries", {"env": {f"V{i}": "x" for i in range(65)}}, ["body", "env"]),
+    ("description with a NUL", {"description": "\x00"}, ["body", "description"]),
+    ("env value with a NUL", {"env": {"A": "x\x00"}}, ["body", "env", "A"]),
 ]
 
 
