@@ -3,6 +3,7 @@
 from faas_common.contract import (
     EXECUTIONS_BUCKET,
     FUNCTIONS_BUCKET,
+    IDEMPOTENCY_BUCKET,
     FunctionSnapshot,
     function_key,
 )
@@ -23,10 +24,16 @@ from faas_common.errors import (
 from faas_common.health import health_router
 from faas_common.http import PlatformMiddleware, create_service_app
 from faas_common.logging import configure_logging
-from faas_common.nats import NatsUnavailable, connect_nats, ensure_kv
-from faas_common.security import CurrentUser, TokenClaims, TokenVerifier
-from faas_common.settings import CommonSettings
+from faas_common.nats import NatsUnavailable, connect_nats, drain_nats, ensure_kv
+from faas_common.security import (
+    CurrentUser,
+    TokenClaims,
+    TokenVerifier,
+    token_verifier_from_settings,
+)
+from faas_common.settings import CommonSettings, ConfigurationError
 from faas_common.validation import (
+    FUNCTION_NAME_PATTERN,
     ImageReference,
     ParsedImageReference,
     is_valid_image_reference,
@@ -36,8 +43,11 @@ from faas_common.validation import (
 __all__ = [
     "EXECUTIONS_BUCKET",
     "FUNCTIONS_BUCKET",
+    "FUNCTION_NAME_PATTERN",
+    "IDEMPOTENCY_BUCKET",
     "BadRequest",
     "CommonSettings",
+    "ConfigurationError",
     "Conflict",
     "CurrentUser",
     "DependencyUnavailable",
@@ -59,6 +69,7 @@ __all__ = [
     "configure_logging",
     "connect_nats",
     "create_service_app",
+    "drain_nats",
     "ensure_kv",
     "function_key",
     "health_router",
@@ -69,4 +80,5 @@ __all__ = [
     "migrate",
     "new_metadata",
     "parse_image_reference",
+    "token_verifier_from_settings",
 ]

@@ -16,6 +16,10 @@ FUNCTIONS_BUCKET = "functions"
 EXECUTIONS_BUCKET = "executions"
 """KV bucket of execution records (with a TTL), for async polling and history."""
 
+IDEMPOTENCY_BUCKET = "idempotency"
+"""KV bucket of claimed ``Idempotency-Key`` headers (key ``<user_id>.<sha256 of the header>``),
+with the executions' TTL: a retried activation finds the execution its first attempt started."""
+
 EXECUTIONS_STREAM = "EXECUTIONS"
 EXEC_SUBJECT_PREFIX = "faas.exec"
 SPAWNER_CONSUMER = "spawners"
@@ -107,6 +111,8 @@ class ExecutionRecord(BaseModel):
     logs: str | None = None
     error: str | None = None
     """A code (``function_failed``, ``timed_out``, ...) when the activation did not succeed."""
+    detail: str | None = None
+    """A sentence for people about ``error`` (killed at the timeout, out of memory, pull error)."""
     duration_ms: float | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     """Milliseconds per phase: queue, pull, create, start, run, remove."""

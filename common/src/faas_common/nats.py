@@ -8,6 +8,7 @@ connected, the client reconnects forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -70,6 +71,19 @@ async def connect_nats(servers: list[str], *, name: str, connect_timeout: float 
             logger.info("waiting for NATS", extra={"servers": servers, "error": str(exc)})
             await asyncio.sleep(min(backoff, max(deadline - loop.time(), 0)))
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+async def drain_nats(nc: NATS) -> None:
+    """Drain ``nc`` (pending messages are handled, subscriptions end), then make sure it is closed.
+
+    For an ``AsyncExitStack`` callback: never raises because the server is already gone.
+    """
+    if nc.is_closed:
+        return
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        await nc.drain()
+    if not nc.is_closed:
+        await nc.close()
 
 
 async def ensure_kv(

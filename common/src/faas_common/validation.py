@@ -1,4 +1,4 @@
-"""Validation shared by services: Docker image references.
+"""Validation shared by services: function names and Docker image references.
 
 The grammar is Docker's distribution reference grammar::
 
@@ -30,6 +30,9 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 IMAGE_NAME_MAX_LENGTH = 255
+
+FUNCTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""A function's name: one token of a KV key or subject (no ``.``, ``*``, ``>`` or spaces)."""
 
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"

@@ -1,0 +1,1 @@
+"""publisher-service: activations over HTTP, queued on NATS JetStream, and their records."""

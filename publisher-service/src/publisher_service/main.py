@@ -1,0 +1,157 @@
+"""publisher-service app factory: ``create_app(settings)``; the lifespan owns every connection.
+
+Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`` or
+``JWT_JWKS_URL``), NATS, the ``EXECUTIONS`` stream (created, or its limits brought in line with
+``MAX_IN_FLIGHT`` / ``MAX_IN_FLIGHT_PER_USER``), the ``executions`` and ``idempotency`` buckets,
+the ``functions`` bucket watched into memory, and the subscription to this instance's reply
+subject ``faas.reply.<instance_id>.*``. Shutdown runs it backwards: waiting calls are failed,
+the watch stops, NATS drains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from fastapi import FastAPI
+
+from faas_common.contract import (
+    FUNCTIONS_BUCKET,
+    IDEMPOTENCY_BUCKET,
+    executions_stream_config,
+)
+from faas_common.executions import ExecutionStore
+from faas_common.health import health_router
+from faas_common.http import create_service_app
+from faas_common.nats import connect_nats, drain_nats, ensure_kv, ensure_stream
+from faas_common.security import token_verifier_from_settings
+from publisher_service.catalog import FunctionCache
+from publisher_service.config import PublisherSettings
+from publisher_service.jobs import NatsJobQueue
+from publisher_service.replies import ReplyRegistry
+from publisher_service.router import PREFIX, router
+from publisher_service.service import (
+    FunctionCatalog,
+    IdempotencyStore,
+    JobQueue,
+    Limits,
+    Publisher,
+    RecordStore,
+)
+from publisher_service.stores import KvIdempotencyStore, KvRecordStore
+
+SERVICE = "publisher-service"
+
+logger = logging.getLogger("publisher.main")
+
+
+@dataclass
+class Backends:
+    """What the service talks to; ``create_app(settings, backends=...)`` replaces NATS."""
+
+    catalog: FunctionCatalog
+    records: RecordStore
+    queue: JobQueue
+    idempotency: IdempotencyStore
+    replies: ReplyRegistry
+
+
+def limits_from(settings: PublisherSettings) -> Limits:
+    return Limits(
+        max_argument_bytes=settings.max_argument_bytes,
+        queue_timeout=settings.queue_timeout_seconds,
+        async_queue_timeout=settings.async_queue_timeout_seconds,
+        reply_grace=settings.reply_grace_seconds,
+        result_poll=settings.result_poll_seconds,
+    )
+
+
+async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -> Backends:
+    """The NATS adapters, their clean-up pushed on ``stack``."""
+    nc = await connect_nats(
+        settings.nats_servers, name=SERVICE, connect_timeout=settings.nats_connect_timeout
+    )
+    stack.push_async_callback(drain_nats, nc)
+    js = nc.jetstream(timeout=settings.nats_timeout)
+    await ensure_stream(
+        js,
+        executions_stream_config(
+            max_in_flight=settings.max_in_flight,
+            max_in_flight_per_user=settings.max_in_flight_per_user,
+            replicas=settings.nats_replicas,
+        ),
+    )
+    ttl = timedelta(seconds=settings.execution_ttl_seconds)
+    store = await ExecutionStore.open(
+        js, replicas=settings.nats_replicas, ttl_seconds=settings.execution_ttl_seconds
+    )
+    idempotency_kv = await ensure_kv(
+        js, IDEMPOTENCY_BUCKET, replicas=settings.nats_replicas, ttl=ttl
+    )
+    functions_kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
+
+    catalog = FunctionCache(functions_kv)
+    await catalog.start(wait=settings.nats_timeout)
+    stack.push_async_callback(catalog.stop)
+
+    replies = ReplyRegistry(settings.instance_id)
+    await nc.subscribe(replies.wildcard, cb=replies.handle)
+    stack.callback(replies.close)
+    logger.info(
+        "publisher connected",
+        extra={"instance_id": settings.instance_id, "reply_subject": replies.wildcard},
+    )
+    return Backends(
+        catalog=catalog,
+        records=KvRecordStore(store),
+        queue=NatsJobQueue(
+            nc, js, timeout=settings.nats_timeout, attempts=settings.publish_attempts
+        ),
+        idempotency=KvIdempotencyStore(idempotency_kv),
+        replies=replies,
+    )
+
+
+def create_app(
+    settings: PublisherSettings | None = None, *, backends: Backends | None = None
+) -> FastAPI:
+    """The publisher app. ``backends`` replaces the NATS adapters (unit tests pass fakes)."""
+    settings = settings or PublisherSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            http: httpx.AsyncClient | None = None
+            if settings.jwt_public_key_file is None and settings.jwt_jwks_url:
+                http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+            verifier = token_verifier_from_settings(settings, http, service=SERVICE)
+            active = backends if backends is not None else await connect_backends(settings, stack)
+            app.state.settings = settings
+            app.state.token_verifier = verifier
+            app.state.backends = active
+            app.state.publisher = Publisher(
+                catalog=active.catalog,
+                records=active.records,
+                queue=active.queue,
+                idempotency=active.idempotency,
+                replies=active.replies,
+                limits=limits_from(settings),
+            )
+            yield
+
+    async def nats_ready() -> None:
+        active: Backends = app.state.backends
+        await active.queue.ready()
+
+    app = create_service_app(
+        title=SERVICE,
+        prefix=PREFIX,
+        lifespan=lifespan,
+        routers=[router, health_router(PREFIX, {"nats": nats_ready})],
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app

@@ -1,0 +1,183 @@
+"""HTTP layer of publisher-service: parse, call ``service``, return a schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi.responses import JSONResponse
+
+from faas_common.contract import ExecutionRecord
+from faas_common.errors import ServiceError, error_body
+from faas_common.logging import request_id_var
+from faas_common.security import CurrentUser
+from faas_common.validation import FUNCTION_NAME_PATTERN
+from publisher_service.config import MAX_HISTORY_LIMIT
+from publisher_service.exceptions import ActivationError
+from publisher_service.schemas import (
+    ActivationErrorBody,
+    ExecutionList,
+    PublishAccepted,
+    PublishRequest,
+)
+from publisher_service.service import ActivationRequest, Publisher
+from publisher_service.timing import PhaseTimer
+
+PREFIX = "/publisher"
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
+
+router = APIRouter(prefix=PREFIX, tags=["activations"])
+
+
+def _publisher(request: Request) -> Publisher:
+    publisher: Publisher = request.app.state.publisher
+    return publisher
+
+
+def _history_limit(request: Request) -> int:
+    limit: int = request.app.state.settings.history_limit
+    return limit
+
+
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
+        pattern=r"^[\x20-\x7e]+$",
+        description="Optional, at most 200 printable ASCII characters, per user: a retried call "
+        "with the same key and body returns the same execution instead of running again",
+    ),
+]
+
+
+def status_url(execution_id: str) -> str:
+    return f"{PREFIX}/executions/{execution_id}"
+
+
+def _error(status_code: int, description: str, code: str, detail: str) -> dict[int | str, Any]:
+    return {
+        status_code: {
+            "description": description,
+            "content": {"application/json": {"example": error_body(detail, code)}},
+        }
+    }
+
+
+def _activation_error(status_code: int, description: str) -> dict[int | str, Any]:
+    return {status_code: {"description": description, "model": ActivationErrorBody}}
+
+
+_UNAUTHORIZED = _error(401, "Missing, invalid or expired token", "invalid_token", "Invalid token")
+_PUBLISH_RESPONSES: dict[int | str, Any] = {
+    200: {"description": "Sync: the function succeeded", "model": ExecutionRecord},
+    202: {"description": "Async: accepted, poll status_url", "model": PublishAccepted},
+    **_UNAUTHORIZED,
+    **_error(404, "The caller has no such function", "function_not_found", "Function not found"),
+    **_error(
+        409,
+        "The Idempotency-Key was used for a different request",
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used for a different request",
+    ),
+    **_error(
+        413,
+        "The argument exceeds the argv limit; nothing was queued",
+        "argument_too_large",
+        "The argument is too large",
+    ),
+    **_activation_error(429, "concurrency_limit: too many activations in flight; see Retry-After"),
+    **_activation_error(
+        502, "function_failed (non-zero exit), output_too_large or image_unavailable"
+    ),
+    **_activation_error(503, "runtime_unavailable: no spawner, Docker or NATS"),
+    **_activation_error(
+        504, "timed_out: the function exceeded its timeout, or no worker started it in time"
+    ),
+}
+
+
+@router.post(
+    "/publish",
+    summary='Activate a function with one string argument (sync, or async with "async": true)',
+    response_model=None,
+    responses=_PUBLISH_RESPONSES,
+)
+async def publish(
+    body: PublishRequest,
+    user: CurrentUser,
+    publisher: PublisherDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    timer = PhaseTimer()
+    request = ActivationRequest(
+        user_id=user.user_id,
+        name=body.name,
+        argument=body.argument,
+        is_async=body.is_async,
+        idempotency_key=idempotency_key,
+        request_id=request_id_var.get(),
+    )
+    try:
+        activation = await publisher.publish(request, timer=timer)
+    except ActivationError as exc:
+        timings = exc.execution.timings if exc.execution is not None else None
+        exc.headers["Server-Timing"] = timer.header(timings)
+        raise
+    except ServiceError as exc:
+        exc.headers["Server-Timing"] = timer.header()
+        raise
+    record = activation.record
+    if record is None:
+        location = status_url(activation.execution_id)
+        accepted = PublishAccepted(execution_id=activation.execution_id, status_url=location)
+        return JSONResponse(
+            accepted.model_dump(),
+            status_code=status.HTTP_202_ACCEPTED,
+            headers={"Location": location, "Server-Timing": timer.header()},
+        )
+    return JSONResponse(
+        record.model_dump(mode="json"),
+        headers={"Server-Timing": timer.header(record.timings)},
+    )
+
+
+@router.get(
+    "/executions/{execution_id}",
+    summary="One of the caller's execution records",
+    responses={
+        **_UNAUTHORIZED,
+        **_error(
+            404, "No such execution of the caller (or expired)", "execution_not_found", "Not found"
+        ),
+    },
+)
+async def get_execution(
+    execution_id: str, user: CurrentUser, publisher: PublisherDep
+) -> ExecutionRecord:
+    return await publisher.get_execution(user.user_id, execution_id)
+
+
+@router.get(
+    "/executions",
+    summary="The caller's recent executions, newest first",
+    responses=_UNAUTHORIZED,
+)
+async def list_executions(
+    user: CurrentUser,
+    publisher: PublisherDep,
+    default_limit: Annotated[int, Depends(_history_limit)],
+    function: Annotated[
+        str | None,
+        Query(pattern=FUNCTION_NAME_PATTERN, description="Only this function's executions"),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_HISTORY_LIMIT, description="At most this many (default 20)"),
+    ] = None,
+) -> ExecutionList:
+    records = await publisher.list_executions(
+        user.user_id, function=function, limit=limit or default_limit
+    )
+    return ExecutionList(executions=records)

@@ -1,0 +1,489 @@
+"""Domain logic of publisher-service: activations, their results and their records.
+
+An activation (``Publisher.publish``), in order:
+
+1. the argument's UTF-8 size is checked (413 ``argument_too_large``: nothing is queued);
+2. the function ``<user_id>.<name>`` is resolved from the catalog (404 ``function_not_found``;
+   another user's function is simply not under this user's id);
+3. an ``Idempotency-Key``, when given, is claimed atomically for this user: a key already
+   claimed by the same request answers with that execution instead of running again, a key
+   claimed by a different request is a 409;
+4. the record is created ``queued``;
+5. the job is published to ``faas.exec.<user_id>`` with the execution id as ``Nats-Msg-Id``. The
+   ``EXECUTIONS`` stream's message limits are the concurrency limits, so a full stream is a 429
+   (the record says ``rejected``); any other failure is a 503 (the record says ``failed``);
+6. async: the execution id is the answer. Sync: the call waits for the reply on this instance's
+   reply subject, reading the record now and then (a lost reply, a retry served by another
+   instance). When the start deadline passes and the record is still ``queued``, the call takes
+   it to ``timed_out`` by compare-and-set (so exactly one of this call and a spawner starting the
+   job wins) and drops the job from the stream; when the result deadline (start deadline +
+   function timeout + grace) passes, the answer is the record as it is then.
+
+The ports below are what this module needs from the outside world; the NATS adapters live in
+``catalog.py``, ``jobs.py``, ``stores.py`` and ``replies.py``, and unit tests use small fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from faas_common.contract import (
+    TERMINAL_STATUSES,
+    ExecutionRecord,
+    FunctionSnapshot,
+    Job,
+)
+from faas_common.executions import RecordConflict
+from publisher_service.exceptions import (
+    ActivationError,
+    ActivationFailed,
+    ActivationTimedOut,
+    ArgumentTooLarge,
+    ConcurrencyLimit,
+    ExecutionNotFound,
+    FunctionNotFound,
+    IdempotencyKeyReused,
+    RuntimeUnavailable,
+)
+from publisher_service.timing import PhaseTimer
+
+logger = logging.getLogger("publisher.service")
+
+EXECUTION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+FAILURE_DETAILS = {
+    "function_failed": "The function exited with a non-zero status",
+    "output_too_large": "The function's output exceeded the result size limit",
+    "image_unavailable": "The function's image is unavailable (it could not be pulled)",
+}
+NOT_STARTED_DETAIL = "No worker started the activation before its deadline"
+REJECTED_DETAIL = "Too many activations in flight (cluster-wide or for this user): retry later"
+NOT_QUEUED_DETAIL = "The activation could not be queued (NATS JetStream unavailable)"
+STILL_RUNNING_DETAIL = "The activation is still running after its deadline"
+
+
+# --- Ports ------------------------------------------------------------------------------------
+
+
+class QueueFull(Exception):
+    """The stream refused the job: the cluster-wide or the user's in-flight limit is reached."""
+
+
+class FunctionCatalog(Protocol):
+    async def resolve(self, user_id: str, name: str) -> FunctionSnapshot | None:
+        """The user's function called ``name``, or None. ``RuntimeUnavailable`` on failure."""
+
+
+class RecordStore(Protocol):
+    """Execution records (``faas_common.executions.ExecutionStore`` has this shape).
+
+    Compare-and-set failures raise ``RecordConflict``; an unreachable store ``RuntimeUnavailable``.
+    """
+
+    async def create(self, user_id: str, record: ExecutionRecord) -> int: ...
+
+    async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None: ...
+
+    async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int: ...
+
+    async def list_for_user(self, user_id: str) -> list[ExecutionRecord]: ...
+
+
+class JobQueue(Protocol):
+    async def enqueue(self, job: Job) -> int:
+        """Queue ``job`` (at most once per execution id); its stream sequence.
+
+        ``QueueFull`` when a limit is reached, ``RuntimeUnavailable`` when it cannot be queued.
+        """
+
+    async def discard(self, sequence: int) -> None:
+        """Drop a job nobody started (best effort: it may be gone already)."""
+
+    async def ready(self) -> None:
+        """Raise unless jobs can be queued right now."""
+
+
+class IdempotencyClaim(BaseModel):
+    """What an ``Idempotency-Key`` stands for: the execution it started and the request's hash."""
+
+    execution_id: str
+    fingerprint: str
+    start_deadline: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimOutcome:
+    won: bool
+    """True: this request claimed the key. False: ``claim`` is the earlier request's."""
+    claim: IdempotencyClaim
+    revision: int
+
+
+class IdempotencyStore(Protocol):
+    async def claim(self, user_id: str, key: str, claim: IdempotencyClaim) -> ClaimOutcome:
+        """Claim ``key`` for ``claim`` unless the user already claimed it (then: that claim)."""
+
+    async def release(self, user_id: str, key: str, revision: int) -> None:
+        """Give the key back if it is still at ``revision`` (the activation never ran)."""
+
+
+class ReplyChannel(Protocol):
+    """Where results come back to this instance (``replies.ReplyRegistry``)."""
+
+    def subject(self, execution_id: str) -> str: ...
+
+    def expect(self, execution_id: str) -> asyncio.Future[ExecutionRecord]: ...
+
+    def forget(self, execution_id: str, future: asyncio.Future[ExecutionRecord]) -> None: ...
+
+
+# --- Values -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_argument_bytes: int
+    queue_timeout: float
+    async_queue_timeout: float
+    reply_grace: float
+    result_poll: float
+
+
+@dataclass(frozen=True, slots=True)
+class ActivationRequest:
+    user_id: str
+    name: str
+    argument: str
+    is_async: bool = False
+    idempotency_key: str | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """An accepted async activation (``record`` None) or a succeeded sync one."""
+
+    execution_id: str
+    record: ExecutionRecord | None = None
+
+
+def new_execution_id() -> str:
+    return uuid.uuid4().hex
+
+
+def fingerprint(name: str, argument: str, is_async: bool) -> str:
+    """What makes two requests with one ``Idempotency-Key`` the same request."""
+    canonical = json.dumps([name, argument, is_async], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def outcome_error(record: ExecutionRecord) -> ActivationError | None:
+    """The error a finished, unsuccessful record answers with (None for a success); its
+    ``detail`` is the record's own sentence when the spawner wrote one."""
+    if record.status == "succeeded":
+        return None
+    if record.status == "rejected":
+        return ConcurrencyLimit(record.detail, execution=record)
+    if record.status == "timed_out" or record.error == "timed_out":
+        return ActivationTimedOut(record.detail, execution=record)
+    if record.error == "runtime_unavailable":
+        return RuntimeUnavailable(
+            record.detail or "No worker could run the activation", execution=record
+        )
+    code = record.error or "function_failed"
+    detail = FAILURE_DETAILS.get(code, f"The activation failed ({code})")
+    if code == "function_failed" and record.exit_code is not None:
+        detail = f"The function exited with status {record.exit_code}"
+    return ActivationFailed(record.detail or detail, code=code, execution=record)
+
+
+@dataclass(slots=True)
+class _HeldClaim:
+    user_id: str
+    key: str
+    revision: int
+
+
+class Publisher:
+    def __init__(
+        self,
+        *,
+        catalog: FunctionCatalog,
+        records: RecordStore,
+        queue: JobQueue,
+        idempotency: IdempotencyStore,
+        replies: ReplyChannel,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.catalog = catalog
+        self.records = records
+        self.queue = queue
+        self.idempotency = idempotency
+        self.replies = replies
+        self.limits = limits
+        self.clock = clock
+
+    # --- activations --------------------------------------------------------------------------
+
+    async def publish(self, request: ActivationRequest, *, timer: PhaseTimer) -> Activation:
+        """Run one activation (see the module docstring); raises ``ServiceError`` subclasses."""
+        size = len(request.argument.encode("utf-8"))
+        if size > self.limits.max_argument_bytes:
+            raise ArgumentTooLarge(
+                f"The argument is {size} bytes; at most {self.limits.max_argument_bytes} bytes "
+                "(UTF-8) can be passed to a function"
+            )
+        with timer.phase("resolve"):
+            function = await self.catalog.resolve(request.user_id, request.name)
+        if function is None:
+            raise FunctionNotFound()
+
+        created_at = self.clock()
+        queue_timeout = (
+            self.limits.async_queue_timeout if request.is_async else self.limits.queue_timeout
+        )
+        start_deadline = created_at + queue_timeout
+        execution_id = new_execution_id()
+
+        held: _HeldClaim | None = None
+        if request.idempotency_key is not None:
+            claim = IdempotencyClaim(
+                execution_id=execution_id,
+                fingerprint=fingerprint(request.name, request.argument, request.is_async),
+                start_deadline=start_deadline,
+            )
+            outcome = await self.idempotency.claim(request.user_id, request.idempotency_key, claim)
+            if not outcome.won:
+                if outcome.claim.fingerprint != claim.fingerprint:
+                    raise IdempotencyKeyReused()
+                return await self._replay(request, function, outcome.claim)
+            held = _HeldClaim(request.user_id, request.idempotency_key, outcome.revision)
+
+        record = ExecutionRecord(
+            execution_id=execution_id,
+            function=request.name,
+            status="queued",
+            created_at=created_at,
+        )
+        future = None if request.is_async else self.replies.expect(execution_id)
+        try:
+            with timer.phase("enqueue"):
+                try:
+                    revision = await self.records.create(request.user_id, record)
+                except BaseException:
+                    await self._release(held)
+                    raise
+                job = Job(
+                    execution_id=execution_id,
+                    user_id=request.user_id,
+                    function=function,
+                    argument=request.argument,
+                    reply_subject=None if future is None else self.replies.subject(execution_id),
+                    enqueued_at=created_at,
+                    start_deadline=start_deadline,
+                    request_id=request.request_id,
+                )
+                sequence = await self._enqueue(job, record, revision, held)
+            logger.info(
+                "activation queued",
+                extra={"execution_id": execution_id, "function": request.name},
+            )
+            if future is None:
+                return Activation(execution_id)
+            final = await self._await_result(
+                request.user_id,
+                execution_id,
+                future,
+                start_deadline=start_deadline,
+                deadline=start_deadline + function.timeout_seconds + self.limits.reply_grace,
+                sequence=sequence,
+            )
+        finally:
+            if future is not None:
+                self.replies.forget(execution_id, future)
+        return self._settle(final)
+
+    async def _enqueue(
+        self, job: Job, record: ExecutionRecord, revision: int, held: _HeldClaim | None
+    ) -> int | None:
+        """The job's stream sequence (None when it was queued but its answer was lost)."""
+        user_id = job.user_id
+        try:
+            return await self.queue.enqueue(job)
+        except QueueFull:
+            rejected = record.model_copy(
+                update={
+                    "status": "rejected",
+                    "error": "concurrency_limit",
+                    "detail": REJECTED_DETAIL,
+                    "finished_at": self.clock(),
+                }
+            )
+            with contextlib.suppress(RecordConflict, RuntimeUnavailable):
+                await self.records.update(user_id, rejected, revision=revision)
+            await self._release(held)
+            logger.info("activation rejected", extra={"execution_id": job.execution_id})
+            raise ConcurrencyLimit(execution=rejected) from None
+        except RuntimeUnavailable as exc:
+            failed = record.model_copy(
+                update={
+                    "status": "failed",
+                    "error": "runtime_unavailable",
+                    "detail": NOT_QUEUED_DETAIL,
+                    "finished_at": self.clock(),
+                }
+            )
+            try:
+                await self.records.update(user_id, failed, revision=revision)
+            except RecordConflict:
+                # A spawner moved the record: the job did land, only the publish's answer was
+                # lost. Follow it like any other activation.
+                return None
+            except RuntimeUnavailable:
+                pass
+            await self._release(held)
+            logger.warning("activation not queued", extra={"execution_id": job.execution_id})
+            raise RuntimeUnavailable(NOT_QUEUED_DETAIL, execution=failed) from exc
+
+    async def _release(self, held: _HeldClaim | None) -> None:
+        """An activation that never ran does not keep its Idempotency-Key: a retry runs anew."""
+        if held is None:
+            return
+        with contextlib.suppress(RuntimeUnavailable):
+            await self.idempotency.release(held.user_id, held.key, held.revision)
+
+    async def _replay(
+        self, request: ActivationRequest, function: FunctionSnapshot, claim: IdempotencyClaim
+    ) -> Activation:
+        """Answer a retried request with the execution its first attempt started."""
+        execution_id = claim.execution_id
+        logger.info("idempotent replay", extra={"execution_id": execution_id})
+        if request.is_async:
+            return Activation(execution_id)
+        current = await self.records.get(request.user_id, execution_id)
+        if current is not None and current[0].status in TERMINAL_STATUSES:
+            return self._settle(current[0])
+        queue_timeout = self.limits.queue_timeout
+        start_deadline = claim.start_deadline
+        if start_deadline is None:
+            created = current[0].created_at if current is not None else self.clock()
+            start_deadline = created + queue_timeout
+        future = self.replies.expect(execution_id)
+        try:
+            final = await self._await_result(
+                request.user_id,
+                execution_id,
+                future,
+                start_deadline=start_deadline,
+                deadline=start_deadline + function.timeout_seconds + self.limits.reply_grace,
+                sequence=None,
+            )
+        finally:
+            self.replies.forget(execution_id, future)
+        return self._settle(final)
+
+    async def _await_result(
+        self,
+        user_id: str,
+        execution_id: str,
+        future: asyncio.Future[ExecutionRecord],
+        *,
+        start_deadline: float,
+        deadline: float,
+        sequence: int | None,
+    ) -> ExecutionRecord:
+        """The finished record: from the reply, else from the store once the deadline passed."""
+        while (now := self.clock()) < deadline:
+            wake = min(deadline, now + self.limits.result_poll)
+            if start_deadline > now:
+                wake = min(wake, start_deadline)
+            done, _ = await asyncio.wait({future}, timeout=max(wake - now, 0.0))
+            if done:
+                return future.result()
+            try:
+                current = await self.records.get(user_id, execution_id)
+            except RuntimeUnavailable:
+                continue  # keep waiting for the reply; the store may be back next time
+            if current is None:
+                continue
+            record, revision = current
+            if record.status in TERMINAL_STATUSES:
+                return record
+            if record.status == "queued" and self.clock() >= start_deadline:
+                await self._expire(user_id, record, revision, sequence)
+
+        # The result deadline passed without a reply: answer with the record as it is now.
+        current = await self.records.get(user_id, execution_id)
+        if current is None:
+            raise ActivationTimedOut("The activation timed out and its record is gone")
+        record, revision = current
+        if record.status == "queued":
+            await self._expire(user_id, record, revision, sequence)
+            current = await self.records.get(user_id, execution_id)
+            if current is None:
+                raise ActivationTimedOut("The activation timed out and its record is gone")
+            record = current[0]
+        if record.status in TERMINAL_STATUSES:
+            return record
+        raise ActivationTimedOut(STILL_RUNNING_DETAIL, execution=record)
+
+    async def _expire(
+        self, user_id: str, record: ExecutionRecord, revision: int, sequence: int | None
+    ) -> None:
+        """Time out a job nobody started (raises the 504); returns when a spawner won the race."""
+        expired = record.model_copy(
+            update={
+                "status": "timed_out",
+                "error": "timed_out",
+                "detail": NOT_STARTED_DETAIL,
+                "finished_at": self.clock(),
+            }
+        )
+        try:
+            await self.records.update(user_id, expired, revision=revision)
+        except RecordConflict:
+            return
+        if sequence is not None:
+            await self.queue.discard(sequence)
+        logger.info("activation not started in time", extra={"execution_id": record.execution_id})
+        raise ActivationTimedOut(NOT_STARTED_DETAIL, execution=expired)
+
+    @staticmethod
+    def _settle(record: ExecutionRecord) -> Activation:
+        error = outcome_error(record)
+        if error is not None:
+            raise error
+        return Activation(record.execution_id, record)
+
+    # --- records ------------------------------------------------------------------------------
+
+    async def get_execution(self, user_id: str, execution_id: str) -> ExecutionRecord:
+        if not EXECUTION_ID_PATTERN.match(execution_id):
+            raise ExecutionNotFound()
+        current = await self.records.get(user_id, execution_id)
+        if current is None:
+            raise ExecutionNotFound()
+        return current[0]
+
+    async def list_executions(
+        self, user_id: str, *, function: str | None, limit: int
+    ) -> list[ExecutionRecord]:
+        """The user's records, newest first, optionally of one function only."""
+        records = await self.records.list_for_user(user_id)
+        if function is not None:
+            records = [record for record in records if record.function == function]
+        records.sort(key=lambda record: record.created_at, reverse=True)
+        return records[:limit]
