@@ -6,10 +6,13 @@ Started by ``./bin/run.sh`` (the default mode). In order, it:
 2. creates the data directory (``FAAS_DATA_DIR``, default ``.data/``) and, on first start, the
    token key pair in it;
 3. starts an embedded ``nats-server`` with JetStream, its store under the data directory;
-4. serves every service app under its gateway prefix (``/auth``, ``/registry``) on
-   ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...).
+4. serves every service app under its gateway prefix (``/auth``, ``/registry``, ``/publisher``)
+   on ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...);
+5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time).
 
-Ctrl-C or SIGTERM stops the services first (they drain their NATS connections), then nats-server.
+Ctrl-C or SIGTERM: the server stops taking requests and lets the ones in flight finish, the
+spawner finishes the jobs it holds, the services drain their NATS connections, then nats-server
+stops.
 The nats-server child also gets SIGTERM from the kernel if this process dies without cleaning up.
 """
 
@@ -28,9 +31,10 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -40,9 +44,14 @@ from auth_service.config import AuthSettings
 from auth_service.keys import generate_key_pair
 from auth_service.main import create_app as create_auth_app
 from faas_common.logging import configure_logging
-from faas_common.settings import CommonSettings
+from faas_common.nats import connect_nats, drain_nats
+from publisher_service.config import PublisherSettings
+from publisher_service.main import create_app as create_publisher_app
 from registry_service.config import RegistrySettings
 from registry_service.main import create_app as create_registry_app
+from spawner_service.config import SpawnerSettings
+from spawner_service.runtime.docker import DockerRuntime
+from spawner_service.worker import Worker
 
 logger = logging.getLogger("faas.localstack")
 
@@ -185,8 +194,13 @@ class NatsServer:
 class PrefixDispatcher:
     """Routes each request to the service app owning its first path segment, like the gateway."""
 
-    def __init__(self, apps: dict[str, FastAPI]) -> None:
+    def __init__(
+        self,
+        apps: dict[str, FastAPI],
+        extras: tuple[Callable[[], AbstractAsyncContextManager[None]], ...] = (),
+    ) -> None:
         self.apps = apps
+        self.extras = extras
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -207,6 +221,9 @@ class PrefixDispatcher:
             try:
                 for app in self.apps.values():
                     await stack.enter_async_context(app.router.lifespan_context(app))
+                # Started last, stopped first: held jobs finish while the services still run.
+                for extra in self.extras:
+                    await stack.enter_async_context(extra())
             except BaseException as exc:
                 logger.exception("start-up failed")
                 await send({"type": "lifespan.startup.failed", "message": repr(exc)})
@@ -231,7 +248,15 @@ async def _not_found(scope: Scope, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def build_apps(config: LocalConfig) -> dict[str, FastAPI]:
+@dataclass(frozen=True)
+class Platform:
+    apps: dict[str, FastAPI]
+    spawner: SpawnerSettings
+
+
+def build_platform(config: LocalConfig) -> Platform:
+    """Every service's settings: the environment as documented, with the local stack's own
+    database files, NATS server and key pair on top."""
     keys = config.data_dir / "keys"
     private_key = keys / "jwt-private.pem"
     public_key = keys / "jwt-public.pem"
@@ -242,18 +267,52 @@ def build_apps(config: LocalConfig) -> dict[str, FastAPI]:
     def database(name: str) -> str:
         return f"sqlite+aiosqlite:///{config.data_dir / name}"
 
-    shared = CommonSettings(
-        environment="local",
-        log_level=config.log_level,
-        nats_url=config.nats_url,
-        nats_connect_timeout=15.0,
-        jwt_public_key_file=public_key,
-    ).model_dump(exclude={"database_url"})
-    auth = AuthSettings.model_validate(
-        {**shared, "database_url": database("auth.db"), "private_key_file": private_key}
+    local: dict[str, Any] = {
+        "environment": "local",
+        "log_level": config.log_level,
+        "nats_url": config.nats_url,
+        "nats_connect_timeout": 15.0,
+        "nats_replicas": 1,
+        "jwt_public_key_file": public_key,
+        "jwt_jwks_url": None,
+    }
+    auth = AuthSettings(**local, database_url=database("auth.db"), private_key_file=private_key)
+    registry = RegistrySettings(**local, database_url=database("registry.db"))
+    publisher = PublisherSettings(**local)
+    spawner = SpawnerSettings(**local)
+    return Platform(
+        apps={
+            "/auth": create_auth_app(auth),
+            "/registry": create_registry_app(registry),
+            "/publisher": create_publisher_app(publisher),
+        },
+        spawner=spawner,
     )
-    registry = RegistrySettings.model_validate({**shared, "database_url": database("registry.db")})
-    return {"/auth": create_auth_app(auth), "/registry": create_registry_app(registry)}
+
+
+@asynccontextmanager
+async def running_spawner(settings: SpawnerSettings) -> AsyncIterator[None]:
+    """One spawner in this process; on exit it stops fetching and finishes the jobs it holds."""
+    runtime = DockerRuntime(settings)
+    try:
+        nc = await connect_nats(
+            settings.nats_servers,
+            name=f"spawner-service:{settings.instance_id}",
+            connect_timeout=settings.nats_connect_timeout,
+        )
+        try:
+            worker = Worker(settings, nc=nc, runtime=runtime)
+            await worker.setup()
+            task = asyncio.create_task(worker.run())
+            try:
+                yield
+            finally:
+                worker.stop()
+                await task
+        finally:
+            await drain_nats(nc)
+    finally:
+        await runtime.close()
 
 
 @asynccontextmanager
@@ -272,10 +331,10 @@ async def announce_when_ready(server: uvicorn.Server, url: str) -> AsyncIterator
         task.cancel()
 
 
-async def serve(config: LocalConfig, apps: dict[str, FastAPI]) -> bool:
+async def serve(config: LocalConfig, platform: Platform) -> bool:
     server = uvicorn.Server(
         uvicorn.Config(
-            PrefixDispatcher(apps),
+            PrefixDispatcher(platform.apps, (lambda: running_spawner(platform.spawner),)),
             host=config.host,
             port=config.port,
             lifespan="on",
@@ -310,7 +369,7 @@ def main(warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
     # A SIGTERM that arrives before uvicorn installs its handlers must still clean up.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        started = asyncio.run(serve(config, build_apps(config)))
+        started = asyncio.run(serve(config, build_platform(config)))
     except KeyboardInterrupt:
         started = True
     except StartupError as exc:
