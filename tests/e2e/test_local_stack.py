@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
-from tests.e2e.readme import walkthrough
+from tests.e2e.readme import Step, walkthrough
+from tests.support.images import python_base_image
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -153,41 +156,54 @@ def drain(stack: Stack) -> str:
     return "".join(stack.output)
 
 
-def test_readme_walkthrough_runs_verbatim(stack: Stack) -> None:
+def run_readme_steps(
+    stack: Stack, steps: list[Step], *, cwd: Path, env: dict[str, str] | None = None
+) -> list[tuple[Step, str]]:
+    """Run README steps in one shell, as a user pasting them would, against ``stack``.
+
+    Returns each step with what it printed; a step's expected status (its ``# → NNN`` comment)
+    is checked here, and so is that every answer other than a 204 is JSON.
+    """
     if shutil.which("curl") is None:
         pytest.fail("curl is needed to run the README's lines")
-    steps = walkthrough()
-    assert any(step.expected_status == 201 for step in steps)
-    # One shell for the whole walkthrough, as a user would paste it; markers split the output.
     script_lines = ["set -u"]
     for index, step in enumerate(steps):
-        command = step.command.replace("localhost:8080", stack.base)
+        # Markers split the output; printf first ends a body that had no final newline.
         script_lines.append(f"printf '\\n@@step {index}\\n'")
-        script_lines.append(command)
+        script_lines.append(step.command.replace("localhost:8080", stack.base))
     result = subprocess.run(
         ["bash", "-c", "\n".join(script_lines)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
     chunks = re.split(r"^@@step (\d+)\n", result.stdout, flags=re.M)[1:]
     outputs = {int(chunks[i]): chunks[i + 1] for i in range(0, len(chunks), 2)}
     assert len(outputs) == len(steps)
-    bodies: dict[str, str] = {}
+    printed: list[tuple[Step, str]] = []
     for index, step in enumerate(steps):
-        if step.expected_status is None:
-            continue
         output = outputs[index].strip()
-        status_line = output.splitlines()[0] if output else ""
-        status = re.match(r"HTTP/[\d.]+ (\d{3})", status_line)
-        assert status is not None, f"{step.command}\n-> {outputs[index]!r}"
-        assert int(status[1]) == step.expected_status, f"{step.command}\n-> {outputs[index]}"
-        body = re.split(r"\r?\n\r?\n", output, maxsplit=1)[-1].strip()
-        if step.expected_status != 204:
-            assert body.startswith("{") or body.startswith("["), body
-        bodies[step.command] = body
+        if step.expected_status is not None:
+            status_line = output.splitlines()[0] if output else ""
+            status = re.match(r"HTTP/[\d.]+ (\d{3})", status_line)
+            assert status is not None, f"{step.command}\n-> {output!r}\n{result.stderr}"
+            assert int(status[1]) == step.expected_status, f"{step.command}\n-> {output}"
+            output = re.split(r"\r?\n\r?\n", output, maxsplit=1)[-1].strip()
+            if step.expected_status != 204:
+                assert output.startswith(("{", "[")), output
+        printed.append((step, output))
+    return printed
+
+
+def test_readme_walkthrough_runs_verbatim(stack: Stack, tmp_path: Path) -> None:
+    steps = walkthrough()
+    assert any(step.expected_status == 201 for step in steps)
+    printed = run_readme_steps(stack, steps, cwd=tmp_path)
+    bodies = {step.command: body for step, body in printed if step.expected_status is not None}
     # What the user reads in those answers, not only their status codes.
     login = next(body for command, body in bodies.items() if "/auth/login" in command)
     assert json.loads(login)["token_type"] == "bearer"
@@ -246,3 +262,54 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     assert f"port {busy}" in out
     assert "already in use" in out
     assert "FAAS_PORT" in out
+
+
+def body_of(printed: list[tuple[Step, str]], fragment: str, nth: int = 0) -> dict[str, Any]:
+    """The JSON answer of the ``nth`` README command containing ``fragment``."""
+    bodies = [body for step, body in printed if fragment in step.command]
+    answer = json.loads(re.split(r"\r?\n\r?\n", bodies[nth], maxsplit=1)[-1])
+    assert isinstance(answer, dict)
+    return answer
+
+
+@pytest.mark.docker
+def test_readme_function_says_hello_world(stack: Stack, tmp_path: Path) -> None:
+    """The README from the top: register, log in, build the example function, call it."""
+    python_base_image()  # the Dockerfile's FROM python:3.11-slim, made locally (no registry)
+    steps = walkthrough() + walkthrough("activation")
+    printed = run_readme_steps(stack, steps, cwd=tmp_path, env={"DOCKER_BUILDKIT": "0"})
+    assert (tmp_path / "hello-python" / "Dockerfile").exists()
+
+    sync = body_of(printed, '"argument": "hello world"')
+    assert sync["status"] == "succeeded"
+    assert sync["result"] == "HELLO WORLD"
+    assert sync["exit_code"] == 0
+
+    queued = body_of(printed, '"argument": "hello again"')
+    assert queued["status_url"] == f"/publisher/executions/{queued['execution_id']}"
+
+    first = body_of(printed, "Idempotency-Key: order-42", 0)
+    again = body_of(printed, "Idempotency-Key: order-42", 1)
+    assert first["result"] == "ONCE"
+    assert again["execution_id"] == first["execution_id"]
+
+    history = body_of(printed, "executions?function=hello")
+    assert {record["function"] for record in history["executions"]} == {"hello"}
+
+    # The polled call finishes on its own; its record then holds the result.
+    token = body_of(printed, "/auth/login")["access_token"]
+    execution = body_of(printed, "/publisher/executions/$EXECUTION")["execution_id"]
+    deadline = time.monotonic() + 60
+    record: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = httpx.get(
+            f"http://{stack.base}/publisher/executions/{execution}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        record = answer.json()
+        if record["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.2)
+    assert record["status"] == "succeeded"
+    assert record["result"] == "POLLED"

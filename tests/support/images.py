@@ -119,3 +119,8 @@ def python_base_image(tag: str = PYTHON_BASE_TAG) -> str:
             changes += ["--change", f"ENV {key}={value}"]
         docker("import", *changes, "--change", 'CMD ["python3"]', str(archive), tag)
     return tag
+
+
+if __name__ == "__main__":
+    # ``python -m tests.support.images [TAG]``: make the python:3.11-slim stand-in by hand.
+    print(python_base_image(sys.argv[1] if len(sys.argv) > 1 else PYTHON_BASE_TAG))
