@@ -1,0 +1,85 @@
+"""``python -m spawner_service``: consume activations until SIGTERM or SIGINT.
+
+Start-up: settings from the environment, JSON logs, the Docker engine checked once (unreachable is
+a warning, not an exit: the engine may come up later, and meanwhile jobs are handed back for
+redelivery, failing as ``runtime_unavailable`` only after ``SPAWNER_MAX_DELIVER`` attempts), NATS
+connected (unreachable for ``NATS_CONNECT_TIMEOUT`` seconds is an exit with status 1).
+
+SIGTERM or SIGINT: stop fetching, finish the jobs held, drain NATS, exit 0. A second signal does
+not cut the held jobs short; the orchestrator's kill timeout is the hard stop (their containers
+are then removed by the stale-container sweep of any spawner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from faas_common.logging import configure_logging
+from faas_common.nats import NatsUnavailable, connect_nats, drain_nats
+from spawner_service.config import SpawnerSettings
+from spawner_service.runtime.docker import DockerRuntime
+from spawner_service.worker import Worker
+
+logger = logging.getLogger("spawner.main")
+
+
+async def serve(settings: SpawnerSettings) -> int:
+    runtime = DockerRuntime(settings)
+    try:
+        if await runtime.ping():
+            logger.info("Docker engine reachable")
+        else:
+            logger.warning(
+                "Docker engine unreachable (DOCKER_HOST or /var/run/docker.sock): jobs are handed "
+                "back for redelivery and fail as runtime_unavailable after "
+                f"{settings.max_deliver} attempts until it answers"
+            )
+        try:
+            nc = await connect_nats(
+                settings.nats_servers,
+                name=f"spawner-service:{settings.instance_id}",
+                connect_timeout=settings.nats_connect_timeout,
+            )
+        except NatsUnavailable as exc:
+            logger.error("%s", exc)
+            return 1
+        try:
+            worker = Worker(settings, nc=nc, runtime=runtime)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, _stopper(worker, sig))
+            try:
+                await worker.run()
+            except NatsUnavailable as exc:
+                logger.error("%s", exc)
+                return 1
+        finally:
+            await drain_nats(nc)
+    finally:
+        await runtime.close()
+    return 0
+
+
+def _stopper(worker: Worker, sig: signal.Signals) -> Callable[[], None]:
+    def stop() -> None:
+        logger.info(
+            "stopping: no new jobs, finishing held ones",
+            extra={"signal": sig.name, "jobs": worker.running_jobs},
+        )
+        worker.stop()
+
+    return stop
+
+
+def main() -> None:
+    settings = SpawnerSettings()
+    configure_logging("spawner-service", settings.log_level)
+    sys.exit(asyncio.run(serve(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""spawner-service settings: the shared ones plus ``SPAWNER_*``."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from faas_common.settings import CommonSettings
+
+
+def default_instance_id() -> str:
+    """``<hostname>-<pid>``: unique per process, readable in logs and container names."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class SpawnerSettings(CommonSettings):
+    model_config = SettingsConfigDict(env_prefix="SPAWNER_", extra="ignore", populate_by_name=True)
+
+    max_containers: int = Field(4, ge=1, le=256)
+    """Activations this spawner runs at once; it never holds more jobs than this."""
+    output_limit_bytes: int = Field(1_048_576, ge=1)
+    """Largest stdout a function may write; more is ``output_too_large`` (never a cut result)."""
+    log_tail_bytes: int = Field(8_192, ge=0)
+    """How much of the end of stderr is kept as the execution's ``logs``."""
+    pids_limit: int = Field(64, ge=8)
+    cpus: float = Field(1.0, gt=0)
+    tmpfs_mb: int = Field(64, ge=1)
+    """Size of the writable ``/tmp`` (the root filesystem is read-only)."""
+    ack_wait_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    """How often a running job tells JetStream it is still in progress (keep below ack_wait)."""
+    max_deliver: int = Field(3, ge=1)
+    retry_delay_seconds: float = Field(2.0, ge=0)
+    """Delay before a job that failed for a transient reason (NATS KV, Docker) is redelivered."""
+    stale_after_seconds: float = Field(60.0, ge=0)
+    """Grace past a container's deadline label before any spawner removes it."""
+    reap_interval_seconds: float = Field(30.0, gt=0)
+    pull_timeout_seconds: float = Field(300.0, gt=0)
+    """How long activations wait for an image pull before failing with ``image_unavailable``."""
+    allow_network: bool = False
+    """Operator opt-in: give function containers the ``network`` below instead of none."""
+    network: str = "bridge"
+    instance_id: str = Field(default_factory=default_instance_id)
+    fetch_timeout: float = Field(1.0, gt=0)
+    """Seconds one fetch waits for jobs; also bounds how long a stop waits for the fetch."""

@@ -1,0 +1,79 @@
+"""The container runtime seam: what the worker needs from whatever runs function containers.
+
+One call runs one activation to its end and reports how it ended; everything engine-specific
+(pulling, hardening, output capture, kill on timeout, removal) stays behind it. The spec carries
+what is known before the argument (image, env, limits) apart from the argument itself, so a
+prewarm pool (a container created and started early, the argument written to a shim over stdin)
+can implement the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Outcome = Literal[
+    "succeeded",
+    "function_failed",
+    "timed_out",
+    "output_too_large",
+    "image_unavailable",
+    "runtime_unavailable",
+]
+"""How an activation ended:
+
+- ``succeeded``: the function exited 0 and its stdout fit the cap;
+- ``function_failed``: non-zero exit (also OOM kill, failed start: no such executable);
+- ``timed_out``: still running at its timeout, killed;
+- ``output_too_large``: stdout went over the cap, killed (no partial result is returned);
+- ``image_unavailable``: the image is missing and cannot be pulled, or its reference is invalid;
+- ``runtime_unavailable``: the engine could not be reached (transient: the job is retried).
+"""
+
+PHASES = ("pull", "create", "start", "run", "remove")
+"""Keys of ``RunResult.timings`` (milliseconds); a phase that did not happen is absent."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    execution_id: str
+    image: str
+    argument: str
+    """The container's last argv element (``docker run IMAGE ARGUMENT``)."""
+    env: Mapping[str, str]
+    timeout_seconds: float
+    memory_mb: int
+    deadline: float
+    """Epoch seconds by which the activation should be over; containers are labelled with it
+    (never earlier than their creation plus the timeout) so any spawner can reap leftovers."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    exit_code: int | None = None
+    stdout: bytes = b""
+    """The whole stdout; empty unless the function ran to its end within the cap."""
+    stderr_tail: bytes = b""
+    """The last bytes of stderr (at most the configured tail)."""
+    detail: str | None = None
+    """A sentence for people: why it failed (timeout, OOM kill, pull error, ...)."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Milliseconds per phase (see ``PHASES``)."""
+
+
+class ContainerRuntime(Protocol):
+    async def run(self, spec: RunSpec) -> RunResult:
+        """Run one activation to its end; never raises for a function's or an engine's failure
+        (those are outcomes). The container is gone when this returns, even when cancelled."""
+
+    async def remove_stale(self, now: float) -> int:
+        """Remove leftover managed containers whose deadline passed long before ``now``
+        (epoch seconds); return how many were removed. Live work is never touched."""
+
+    async def ping(self) -> bool:
+        """Whether the engine answers right now."""
+
+    async def close(self) -> None:
+        """Release connections; runs no longer start afterwards."""

@@ -1,0 +1,1 @@
+"""spawner-service against a real Docker engine and a real nats-server."""

@@ -1,0 +1,387 @@
+"""``DockerRuntime`` against the real engine: results, limits, hardening, images, cleanup.
+
+The busybox image's ENTRYPOINT is ``sh -c``: the argument is a shell script. The argv-echo image
+(Python) writes its argument back byte for byte. Pulls only ever name loopback registries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from faas_common.contract import MANAGED_LABEL
+from spawner_service.runtime.docker import (
+    DEADLINE_LABEL,
+    EXECUTION_LABEL,
+    MANAGED_VALUE,
+    DockerRuntime,
+)
+from tests.integration.spawner.conftest import SpecFactory, containers_of
+
+pytestmark = pytest.mark.docker
+
+MISSING_IMAGE = "127.0.0.1:1/missing:1"
+PHASES = {"pull", "create", "start", "run", "remove"}
+
+RuntimeFactory = Callable[..., DockerRuntime]
+
+
+@pytest.fixture
+def runtime(make_runtime: RuntimeFactory) -> DockerRuntime:
+    return make_runtime()
+
+
+async def _wait_for_container(client: Any, prefix: str, within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = await asyncio.to_thread(containers_of, client, prefix)
+        if found:
+            return await asyncio.to_thread(client.containers.get, found[0]["Id"])
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no container for {prefix} within {within} s")
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+async def test_echo(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    result = await runtime.run(spec('echo "hello $NAME"', env={"NAME": "world"}))
+    assert result.outcome == "succeeded"
+    assert result.exit_code == 0
+    assert result.stdout == b"hello world\n"
+    assert result.stderr_tail == b""
+    assert set(result.timings) == PHASES
+    assert all(value >= 0 for value in result.timings.values())
+
+
+ARGUMENTS = {
+    "plain": "hello world",
+    "unicode": "héllo wörld ✓ 日本語 🚀 Ωμέγα",
+    "newlines": "line1\nline2\n\nline4\n",
+    "quotes": 'it\'s "quoted" \\ back\\slash \'\' ""',
+    "shell": "$(id) `whoami` ; ls | cat & echo $HOME > /tmp/x && true || false *",
+    "spaces": "  leading and trailing  \t",
+    "empty": "",
+    "option-like": "--help",
+    "100KB": "0123456789abcdé\n" * 6_000,
+}
+
+
+async def test_the_argument_arrives_byte_for_byte(
+    make_runtime: RuntimeFactory, spec: SpecFactory, argv_echo_image: str
+) -> None:
+    runtime = make_runtime(max_containers=4)
+    names = list(ARGUMENTS)
+    results = await asyncio.gather(
+        *(runtime.run(spec(ARGUMENTS[name], image=argv_echo_image)) for name in names)
+    )
+    for name, result in zip(names, results, strict=True):
+        assert result.outcome == "succeeded", (name, result)
+        assert result.stdout == ARGUMENTS[name].encode(), name
+    assert len(ARGUMENTS["100KB"].encode()) == 102_000
+
+
+async def test_non_zero_exit_is_a_function_failure(
+    runtime: DockerRuntime, spec: SpecFactory
+) -> None:
+    result = await runtime.run(spec("echo partial; echo oops >&2; exit 3"))
+    assert result.outcome == "function_failed"
+    assert result.exit_code == 3
+    assert b"oops" in result.stderr_tail
+    assert result.stdout == b"partial\n"
+    assert result.detail == "exited with status 3"
+
+
+async def test_an_image_without_entrypoint_fails_to_run_the_argument(
+    runtime: DockerRuntime, spec: SpecFactory, python_base: str
+) -> None:
+    # `docker run python:3.11-slim 'print(1)'` tries to execute a program named `print(1)`.
+    result = await runtime.run(spec("print(1)", image=python_base))
+    assert result.outcome == "function_failed"
+    assert result.exit_code == 127
+
+
+# --- limits -----------------------------------------------------------------------------------
+
+
+async def test_timeout_kills_the_function(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    started = time.monotonic()
+    result = await runtime.run(spec("echo started >&2; sleep 30", timeout_seconds=2))
+    elapsed = time.monotonic() - started
+    assert result.outcome == "timed_out"
+    assert 2 <= elapsed < 8
+    assert result.detail is not None
+    assert "2 s timeout" in result.detail
+    assert result.stderr_tail == b"started\n"
+    assert result.stdout == b""
+    assert result.timings["run"] >= 2000
+
+
+async def test_endless_output_is_too_large_fast_and_memory_stays_bounded(
+    make_runtime: RuntimeFactory, spec: SpecFactory
+) -> None:
+    runtime = make_runtime(output_limit_bytes=1_048_576)
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        result = await runtime.run(spec("yes", timeout_seconds=60))
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.outcome == "output_too_large"
+    assert result.stdout == b""
+    assert elapsed < 10  # killed at the cap, not at the 60 s timeout
+    assert peak < 8 * 1_048_576
+
+
+async def test_output_at_the_cap_passes_and_one_byte_more_does_not(
+    make_runtime: RuntimeFactory, spec: SpecFactory
+) -> None:
+    runtime = make_runtime(output_limit_bytes=200_000)
+    exact, over, finite = await asyncio.gather(
+        runtime.run(spec("head -c 200000 /dev/zero")),
+        runtime.run(spec("head -c 200001 /dev/zero")),
+        runtime.run(spec("head -c 5000000 /dev/zero")),
+    )
+    assert exact.outcome == "succeeded"
+    assert exact.stdout == b"\0" * 200_000
+    assert over.outcome == "output_too_large"
+    assert finite.outcome == "output_too_large"
+
+
+async def test_stderr_keeps_only_its_tail(make_runtime: RuntimeFactory, spec: SpecFactory) -> None:
+    runtime = make_runtime(log_tail_bytes=1024)
+    result = await runtime.run(spec("head -c 3000000 /dev/zero >&2; echo THE-END >&2; echo ok"))
+    assert result.outcome == "succeeded"
+    assert result.stdout == b"ok\n"
+    assert len(result.stderr_tail) == 1024
+    assert result.stderr_tail.endswith(b"\0THE-END\n")
+
+
+async def test_a_memory_hog_is_killed(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    started = time.monotonic()
+    result = await runtime.run(
+        spec('x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}', memory_mb=32)
+    )
+    assert time.monotonic() - started < 15
+    assert result.outcome == "function_failed"
+    assert result.exit_code == 137
+    assert result.detail == "killed: out of memory (limit 32 MiB)"
+
+
+async def test_a_fork_bomb_is_contained(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    started = time.monotonic()
+    result = await runtime.run(spec("bomb() { bomb | bomb & }; bomb; sleep 10", timeout_seconds=4))
+    assert time.monotonic() - started < 12
+    assert result.outcome in {"timed_out", "function_failed"}
+    assert b"can't fork" in result.stderr_tail
+    # The engine and this host are fine afterwards.
+    after = await runtime.run(spec("echo still here"))
+    assert after.outcome == "succeeded"
+    assert after.stdout == b"still here\n"
+
+
+# --- hardening --------------------------------------------------------------------------------
+
+
+async def test_no_network(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    # No interface but loopback: the connect fails in the container's kernel, no packet leaves.
+    result = await runtime.run(
+        spec("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '; nc -w 2 1.1.1.1 80 </dev/null")
+    )
+    assert result.outcome == "function_failed"
+    assert result.stdout == b"lo\n"
+    assert b"Network is unreachable" in result.stderr_tail
+
+
+async def test_root_is_read_only_and_tmp_is_a_small_noexec_tmpfs(
+    make_runtime: RuntimeFactory, spec: SpecFactory
+) -> None:
+    runtime = make_runtime(tmpfs_mb=8)
+    script = (
+        "touch /written 2>&1 || echo root-read-only; "
+        "echo data > /tmp/file && cat /tmp/file; "
+        "cp /bin/busybox /tmp/bb && (/tmp/bb true 2>/dev/null || echo tmp-noexec); "
+        "head -c 20000000 /dev/zero > /tmp/big 2>/dev/null || echo tmp-full"
+    )
+    result = await runtime.run(spec(script))
+    lines = result.stdout.decode().splitlines()
+    assert lines[0].endswith("Read-only file system")
+    assert lines[1:] == ["root-read-only", "data", "tmp-noexec", "tmp-full"]
+
+
+async def test_unprivileged_without_capabilities(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    script = (
+        "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status; "
+        "cat /proc/1/comm"
+    )
+    result = await runtime.run(spec(script))
+    assert result.outcome == "succeeded"
+    lines = result.stdout.decode().split("\n")
+    assert lines[:2] == ["65534", "65534"]
+    assert "CapPrm:\t0000000000000000" in lines
+    assert "CapEff:\t0000000000000000" in lines
+    assert "CapBnd:\t0000000000000000" in lines
+    assert "NoNewPrivs:\t1" in lines
+    assert lines[-2] in {"docker-init", "tini"}  # an init process reaps and forwards signals
+
+
+async def test_container_configuration(
+    runtime: DockerRuntime, spec: SpecFactory, docker_client: Any, prefix: str
+) -> None:
+    job = spec("sleep 1; echo done", memory_mb=96, env={"GREETING": "hi"}, timeout_seconds=20)
+    running = asyncio.create_task(runtime.run(job))
+    container = await _wait_for_container(docker_client, prefix)
+    attrs = container.attrs
+    host, config = attrs["HostConfig"], attrs["Config"]
+    result = await running
+
+    assert result.outcome == "succeeded"
+    assert host["NetworkMode"] == "none"
+    assert host["ReadonlyRootfs"] is True
+    assert host["Tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=64m,uid=65534,gid=65534,mode=1777"}
+    assert host["CapDrop"] == ["ALL"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["PidsLimit"] == 64
+    assert host["Memory"] == host["MemorySwap"] == 96 * 1024 * 1024
+    assert host["NanoCpus"] == 1_000_000_000
+    assert host["Init"] is True
+    assert host["LogConfig"]["Type"] == "none"
+    assert host["AutoRemove"] is False
+    assert config["User"] == "65534:65534"
+    assert config["Cmd"] == ["sleep 1; echo done"]
+    assert config["Entrypoint"] == ["/bin/sh", "-c"]
+    assert "GREETING=hi" in config["Env"]
+    labels = config["Labels"]
+    assert labels[MANAGED_LABEL] == MANAGED_VALUE
+    assert labels[EXECUTION_LABEL] == job.execution_id
+    assert float(labels[DEADLINE_LABEL]) >= job.deadline
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+async def test_a_missing_image_that_cannot_be_pulled(
+    runtime: DockerRuntime, spec: SpecFactory
+) -> None:
+    result = await runtime.run(spec("echo never", image=MISSING_IMAGE))
+    assert result.outcome == "image_unavailable"
+    assert result.detail is not None
+    assert MISSING_IMAGE in result.detail
+    assert runtime.pulls_started == 1
+
+
+async def test_an_invalid_reference_is_image_unavailable(
+    runtime: DockerRuntime, spec: SpecFactory
+) -> None:
+    result = await runtime.run(spec("echo never", image="UPPER/Case"))
+    assert result.outcome == "image_unavailable"
+    assert runtime.pulls_started == 0
+
+
+@contextlib.asynccontextmanager
+async def slow_registry(hold: float) -> AsyncIterator[tuple[str, list[float]]]:
+    """A loopback TCP server that accepts and says nothing for ``hold`` s: a slow, failing pull."""
+    connections: list[float] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(time.monotonic())
+        await asyncio.sleep(hold)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}", connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_concurrent_waiters_share_one_pull(runtime: DockerRuntime, spec: SpecFactory) -> None:
+    async with slow_registry(hold=1.0) as (registry, connections):
+        image = f"{registry}/slow/missing:1"
+        results = await asyncio.gather(
+            *(runtime.run(spec("echo never", image=image)) for _ in range(5))
+        )
+    assert [r.outcome for r in results] == ["image_unavailable"] * 5
+    assert runtime.pulls_started == 1
+    assert connections  # the engine did try, through our loopback server
+    # A later activation tries again (failures are not cached).
+    again = await runtime.run(spec("echo never", image=MISSING_IMAGE))
+    assert again.outcome == "image_unavailable"
+    assert runtime.pulls_started == 2
+
+
+# --- cleanup ----------------------------------------------------------------------------------
+
+
+async def test_a_cancelled_run_removes_its_container(
+    runtime: DockerRuntime, spec: SpecFactory, docker_client: Any, prefix: str
+) -> None:
+    running = asyncio.create_task(runtime.run(spec("sleep 30", timeout_seconds=60)))
+    await _wait_for_container(docker_client, prefix)
+    await asyncio.sleep(0.5)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert await asyncio.to_thread(containers_of, docker_client, prefix) == []
+
+
+async def test_cancelling_at_any_phase_leaves_no_container(
+    runtime: DockerRuntime, spec: SpecFactory, docker_client: Any, prefix: str
+) -> None:
+    # From "before the create returned" to "running": every phase of a run gets cancelled once.
+    for delay in (0.0, 0.005, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5):
+        running = asyncio.create_task(runtime.run(spec("sleep 30", timeout_seconds=60)))
+        await asyncio.sleep(delay)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        assert await asyncio.to_thread(containers_of, docker_client, prefix) == [], delay
+
+
+async def test_remove_stale_takes_only_long_dead_containers(
+    make_runtime: RuntimeFactory, busybox: str, docker_client: Any, prefix: str
+) -> None:
+    runtime = make_runtime(stale_after_seconds=60)
+    now = time.time()
+
+    def create(name: str, deadline: float | None) -> Any:
+        labels = {MANAGED_LABEL: MANAGED_VALUE, EXECUTION_LABEL: f"{prefix}{name}"}
+        if deadline is not None:
+            labels[DEADLINE_LABEL] = str(int(deadline))
+        return docker_client.containers.create(
+            busybox, command=["sleep 60"], network_mode="none", labels=labels
+        )
+
+    stale = await asyncio.to_thread(create, "stale", now - 3600)
+    in_grace = await asyncio.to_thread(create, "in-grace", now - 10)
+    live = await asyncio.to_thread(create, "live", now + 600)
+    unlabelled = await asyncio.to_thread(create, "no-deadline", None)
+    await asyncio.to_thread(live.start)
+    try:
+        removed = await runtime.remove_stale(time.time())
+        assert removed >= 1
+        left = {c["Labels"][EXECUTION_LABEL] for c in containers_of(docker_client, prefix)}
+        assert left == {f"{prefix}in-grace", f"{prefix}live", f"{prefix}no-deadline"}
+        live.reload()
+        assert live.status == "running"  # live work is never touched
+        assert stale.id not in {c["Id"] for c in containers_of(docker_client, prefix)}
+    finally:
+        for container in (stale, in_grace, live, unlabelled):
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(container.remove, force=True)
+
+
+async def test_ping(runtime: DockerRuntime) -> None:
+    assert await runtime.ping() is True

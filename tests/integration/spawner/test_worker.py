@@ -1,0 +1,606 @@
+"""The worker against a real nats-server (and, where a function runs, the real Docker engine).
+
+Jobs are published straight into the ``EXECUTIONS`` stream the way the publisher does (subject
+``faas.exec.<user>``, ``Nats-Msg-Id`` = execution id), with records in a bucket of this test's
+own. The stream's name is fixed by the contract: every test deletes it before and after itself
+(the nats-server is shared by the whole session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from faas_common.contract import (
+    EXECUTIONS_BUCKET,
+    EXECUTIONS_STREAM,
+    SPAWNER_CONSUMER,
+    ExecutionRecord,
+    FunctionSnapshot,
+    Job,
+    exec_subject,
+    execution_key,
+    executions_stream_config,
+)
+from faas_common.executions import ExecutionStore
+from faas_common.nats import connect_nats, ensure_kv, ensure_stream
+from spawner_service.config import SpawnerSettings
+from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
+from spawner_service.worker import Worker
+from tests.integration.spawner.conftest import containers_of
+
+STREAM_FULL = 10077
+NEVER_PULLED = "127.0.0.1:1/never-pulled:1"
+"""For jobs that must not reach an engine: a loopback reference, so even a pull fails at once."""
+USER = "user-1"
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await connect_nats([nats_url], name="spawner-test", connect_timeout=15)
+    js = client.jetstream()
+    await _delete_stream(js)
+    try:
+        yield client
+    finally:
+        await _delete_stream(js)
+        await client.close()
+
+
+async def _delete_stream(js: JetStreamContext) -> None:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(EXECUTIONS_STREAM)
+
+
+@pytest.fixture
+async def store(nc: NATS) -> AsyncIterator[ExecutionStore]:
+    js = nc.jetstream()
+    bucket = f"spawner_test_{uuid.uuid4().hex[:12]}"
+    kv = await ensure_kv(js, bucket, ttl=timedelta(minutes=10))
+    try:
+        yield ExecutionStore(kv)
+    finally:
+        await js.delete_key_value(bucket)
+
+
+class Replies:
+    """Every reply published under this test's reply prefix, by execution id."""
+
+    def __init__(self) -> None:
+        self.instance = f"test{uuid.uuid4().hex[:8]}"
+        self.records: dict[str, ExecutionRecord] = {}
+        self.arrived = asyncio.Condition()
+
+    def subject(self, execution_id: str) -> str:
+        return f"faas.reply.{self.instance}.{execution_id}"
+
+    async def handle(self, msg: Msg) -> None:
+        record = ExecutionRecord.model_validate_json(msg.data)
+        async with self.arrived:
+            self.records[record.execution_id] = record
+            self.arrived.notify_all()
+
+    async def wait(self, *execution_ids: str, within: float = 30.0) -> list[ExecutionRecord]:
+        async with asyncio.timeout(within), self.arrived:
+            await self.arrived.wait_for(lambda: all(i in self.records for i in execution_ids))
+        return [self.records[i] for i in execution_ids]
+
+
+@pytest.fixture
+async def replies(nc: NATS) -> AsyncIterator[Replies]:
+    collected = Replies()
+    subscription = await nc.subscribe(f"faas.reply.{collected.instance}.*", cb=collected.handle)
+    try:
+        yield collected
+    finally:
+        await subscription.unsubscribe()
+
+
+def make_settings(**overrides: Any) -> SpawnerSettings:
+    values: dict[str, Any] = {
+        "max_containers": 2,
+        "max_in_flight": 20,
+        "max_in_flight_per_user": 20,
+        "fetch_timeout": 0.5,
+        "retry_delay_seconds": 0.2,
+        "heartbeat_seconds": 1.0,
+        "ack_wait_seconds": 10.0,
+    }
+    return SpawnerSettings(**(values | overrides))
+
+
+StartWorker = Callable[..., Awaitable[tuple[Worker, "asyncio.Task[None]"]]]
+
+
+@pytest.fixture
+async def start_worker(nc: NATS, store: ExecutionStore, prefix: str) -> AsyncIterator[StartWorker]:
+    """Starts workers; stops them (held jobs finished) before ``prefix`` checks for leftovers."""
+    started: list[tuple[Worker, asyncio.Task[None], DockerRuntime]] = []
+
+    async def start(
+        *, docker_url: str | None = None, **overrides: Any
+    ) -> tuple[Worker, asyncio.Task[None]]:
+        settings = make_settings(**overrides)
+        runtime = DockerRuntime(settings, base_url=docker_url)
+        worker = Worker(settings, nc=nc, runtime=runtime, store=store)
+        await worker.setup()
+        task = asyncio.create_task(worker.run())
+        started.append((worker, task, runtime))
+        return worker, task
+
+    yield start
+    for worker, task, runtime in started:
+        worker.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 60)
+        await runtime.close()
+
+
+def make_job(
+    prefix: str,
+    argument: str,
+    *,
+    image: str,
+    timeout_seconds: int = 20,
+    start_in: float = 30.0,
+    user: str = USER,
+    reply_to: Replies | None = None,
+) -> Job:
+    execution_id = f"{prefix}{uuid.uuid4().hex[:8]}"
+    now = time.time()
+    return Job(
+        execution_id=execution_id,
+        user_id=user,
+        function=FunctionSnapshot(
+            id="fn-1",
+            owner_id=user,
+            name="fn",
+            image=image,
+            timeout_seconds=timeout_seconds,
+            memory_mb=64,
+            env={},
+            updated_at="2026-01-01T00:00:00Z",
+        ),
+        argument=argument,
+        reply_subject=reply_to.subject(execution_id) if reply_to else None,
+        enqueued_at=now,
+        start_deadline=now + start_in,
+        request_id=f"req-{execution_id}",
+    )
+
+
+async def enqueue(nc: NATS, store: ExecutionStore, job: Job, *, record: bool = True) -> None:
+    """What the publisher does: a ``queued`` record, then the job into the stream."""
+    if record:
+        await store.create(
+            job.user_id,
+            ExecutionRecord(
+                execution_id=job.execution_id,
+                function=job.function.name,
+                status="queued",
+                created_at=job.enqueued_at,
+            ),
+        )
+    await nc.jetstream().publish(
+        exec_subject(job.user_id),
+        job.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": job.execution_id},
+    )
+
+
+async def create_stream(nc: NATS, **overrides: Any) -> None:
+    """The stream as the publisher would create it, before any worker runs."""
+    settings = make_settings(**overrides)
+    await ensure_stream(
+        nc.jetstream(),
+        executions_stream_config(
+            max_in_flight=settings.max_in_flight,
+            max_in_flight_per_user=settings.max_in_flight_per_user,
+            replicas=1,
+        ),
+    )
+
+
+async def stream_messages(nc: NATS) -> int:
+    info = await nc.jetstream().stream_info(EXECUTIONS_STREAM)
+    return int(info.state.messages)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def stream_empty(nc: NATS) -> None:
+    async def empty() -> bool:
+        return await stream_messages(nc) == 0
+
+    await eventually(empty)
+
+
+def most_at_once(records: list[ExecutionRecord]) -> int:
+    """The largest number of activations whose handling (pick-up to final record) overlapped."""
+    edges: list[tuple[float, int]] = []
+    for record in records:
+        assert record.finished_at is not None
+        assert record.duration_ms is not None
+        edges.append((record.finished_at - record.duration_ms / 1000, 1))
+        edges.append((record.finished_at, -1))
+    most = current = 0
+    for _, change in sorted(edges):  # an end sorts before a start at the same instant
+        current += change
+        most = max(most, current)
+    return most
+
+
+def container_events(client: Any, execution_id: str, since: float) -> list[str]:
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "label": f"{EXECUTION_LABEL}={execution_id}"},
+        decode=True,
+    )
+    return [event["Action"] for event in events]
+
+
+async def watch_statuses(store: ExecutionStore, job: Job) -> tuple[list[str], asyncio.Task[None]]:
+    statuses: list[str] = []
+    watcher = await store.kv.watch(execution_key(job.user_id, job.execution_id))
+
+    async def collect() -> None:
+        async for entry in watcher:
+            if entry is not None and entry.value:
+                statuses.append(ExecutionRecord.model_validate_json(entry.value).status)
+
+    return statuses, asyncio.create_task(collect())
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_job_runs_and_its_record_and_reply_follow(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+    docker_client: Any,
+) -> None:
+    since = time.time()
+    await start_worker()
+    job = make_job(prefix, "echo hello; echo a-log-line >&2", image=busybox, reply_to=replies)
+    await store.create(
+        job.user_id,
+        ExecutionRecord(
+            execution_id=job.execution_id, function="fn", status="queued", created_at=since
+        ),
+    )
+    statuses, watching = await watch_statuses(store, job)
+    await enqueue(nc, store, job, record=False)
+
+    [reply] = await replies.wait(job.execution_id)
+    assert reply.status == "succeeded"
+    assert reply.result == "hello"
+    assert reply.logs == "a-log-line\n"
+    assert reply.exit_code == 0
+    assert reply.error is None
+    assert set(reply.timings) == {"queue", "pull", "create", "start", "run", "remove"}
+    assert reply.created_at == since
+    stored = await store.get(job.user_id, job.execution_id)
+    assert stored is not None
+    assert stored[0] == reply
+    await stream_empty(nc)  # acked
+
+    async def all_seen() -> bool:
+        return statuses == ["queued", "running", "succeeded"]
+
+    await eventually(all_seen)
+    watching.cancel()
+    actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
+    assert "create" in actions
+    assert "destroy" in actions
+
+
+@pytest.mark.docker
+async def test_a_failing_function_is_reported_as_failed(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+) -> None:
+    await start_worker()
+    job = make_job(prefix, "echo half; echo broken >&2; exit 4", image=busybox, reply_to=replies)
+    await enqueue(nc, store, job)
+    [reply] = await replies.wait(job.execution_id)
+    assert (reply.status, reply.error, reply.exit_code) == ("failed", "function_failed", 4)
+    assert reply.logs == "broken\n"
+    assert reply.detail == "exited with status 4"
+    await stream_empty(nc)
+
+
+@pytest.mark.docker
+async def test_an_expired_job_is_terminated_and_never_run(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    docker_client: Any,
+    busybox: str,
+) -> None:
+    since = time.time()
+    job = make_job(prefix, "echo should-not-run", start_in=-1, image=busybox, reply_to=replies)
+    await create_stream(nc)
+    await enqueue(nc, store, job)
+    await start_worker()
+    [reply] = await replies.wait(job.execution_id)
+    assert (reply.status, reply.error) == ("timed_out", "timed_out")
+    assert reply.result is None
+    stored = await store.get(job.user_id, job.execution_id)
+    assert stored is not None
+    assert stored[0].status == "timed_out"
+    await stream_empty(nc)  # terminated: it does not wait for redelivery
+    actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
+    assert actions == []
+
+
+@pytest.mark.docker
+async def test_a_poison_message_is_terminated_and_the_worker_goes_on(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+) -> None:
+    await start_worker()
+    js = nc.jetstream()
+    await js.publish(exec_subject(USER), b'{"this is": "not a job"}')
+    await js.publish(exec_subject(USER), b"\xff\xfe binary")
+    job = make_job(prefix, "echo fine", image=busybox, reply_to=replies)
+    await enqueue(nc, store, job)
+    [reply] = await replies.wait(job.execution_id)
+    assert reply.result == "fine"
+    await stream_empty(nc)
+    consumer = await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    assert consumer.num_ack_pending == 0
+    assert consumer.num_redelivered == 0
+
+
+@pytest.mark.docker
+async def test_never_more_jobs_than_container_slots(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    docker_client: Any,
+    busybox: str,
+) -> None:
+    jobs = [
+        make_job(prefix, f"sleep 1; echo {n}", image=busybox, reply_to=replies) for n in range(5)
+    ]
+    await create_stream(nc)
+    for job in jobs:
+        await enqueue(nc, store, job)
+    await start_worker(max_containers=2)
+
+    most_containers = 0
+    waiting = asyncio.create_task(replies.wait(*(job.execution_id for job in jobs), within=60))
+    while not waiting.done():
+        containers = await asyncio.to_thread(containers_of, docker_client, prefix)
+        most_containers = max(most_containers, len(containers))
+        await asyncio.sleep(0.05)
+    results = await waiting
+    assert [r.result for r in results] == ["0", "1", "2", "3", "4"]
+    assert 1 <= most_containers <= 2  # sampled: never a third container
+    # Exact, from the records: how many activations were being handled at the same time.
+    assert most_at_once(results) == 2
+    await stream_empty(nc)
+
+
+@pytest.mark.docker
+async def test_a_graceful_stop_finishes_held_work(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+) -> None:
+    worker, running = await start_worker()
+    held = make_job(prefix, "sleep 2; echo done", image=busybox, reply_to=replies)
+    await enqueue(nc, store, held)
+
+    async def is_running() -> bool:
+        current = await store.get(held.user_id, held.execution_id)
+        return current is not None and current[0].status == "running"
+
+    await eventually(is_running)
+    worker.stop()
+    late = make_job(prefix, "echo too-late", image=busybox, reply_to=replies)
+    await enqueue(nc, store, late)
+    await asyncio.wait_for(running, 30)
+
+    # The held job was finished, stored and acked before the worker returned.
+    stored = await store.get(held.user_id, held.execution_id)
+    assert stored is not None
+    assert (stored[0].status, stored[0].result) == ("succeeded", "done")
+    [reply] = await replies.wait(held.execution_id, within=5)
+    assert reply == stored[0]
+    assert late.execution_id not in replies.records
+    late_record = await store.get(late.user_id, late.execution_id)
+    assert late_record is not None
+    assert late_record[0].status == "queued"
+    assert await stream_messages(nc) == 1  # the late job waits for another spawner
+
+
+@pytest.mark.docker
+async def test_the_worker_sets_a_deleted_stream_up_again(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+) -> None:
+    await start_worker()
+    js = nc.jetstream()
+    await js.delete_stream(EXECUTIONS_STREAM)
+
+    async def consumer_back() -> bool:
+        try:
+            await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    await eventually(consumer_back)
+    job = make_job(prefix, "echo back", image=busybox, reply_to=replies)
+    await enqueue(nc, store, job)
+    [reply] = await replies.wait(job.execution_id)
+    assert reply.result == "back"
+
+
+async def test_the_stream_limits_refuse_a_publish_when_full(
+    nc: NATS, store: ExecutionStore
+) -> None:
+    settings = make_settings(max_in_flight=3, max_in_flight_per_user=2)
+    runtime = DockerRuntime(settings)
+    try:
+        for _ in range(2):  # idempotent, as every replica runs it at start-up
+            await Worker(settings, nc=nc, runtime=runtime, store=store).setup()
+    finally:
+        await runtime.close()
+    js = nc.jetstream()
+    consumer = await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    assert consumer.config.ack_wait == 10.0
+    assert consumer.config.max_deliver == 3
+    assert consumer.config.filter_subject == "faas.exec.>"
+
+    await js.publish(exec_subject("alice"), b"1")
+    await js.publish(exec_subject("alice"), b"2")
+    with pytest.raises(nats.js.errors.APIError) as per_user:
+        await js.publish(exec_subject("alice"), b"3")
+    assert per_user.value.err_code == STREAM_FULL
+    await js.publish(exec_subject("bob"), b"4")
+    with pytest.raises(nats.js.errors.APIError) as total:
+        await js.publish(exec_subject("carol"), b"5")
+    assert total.value.err_code == STREAM_FULL
+
+
+async def test_an_unreachable_engine_fails_the_job_after_its_deliveries(
+    nc: NATS, store: ExecutionStore, replies: Replies, start_worker: StartWorker, prefix: str
+) -> None:
+    await start_worker(docker_url="tcp://127.0.0.1:1", max_deliver=2, retry_delay_seconds=0.2)
+    job = make_job(prefix, "echo never", image=NEVER_PULLED, reply_to=replies)
+    await enqueue(nc, store, job)
+    [reply] = await replies.wait(job.execution_id)
+    assert (reply.status, reply.error) == ("failed", "runtime_unavailable")
+    assert reply.detail is not None
+    assert "Docker engine" in reply.detail
+    await stream_empty(nc)
+    consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    assert consumer.num_redelivered == 0  # gone from the stream, nothing left to redeliver
+    assert consumer.delivered.consumer_seq == 2  # delivered twice: once plus one retry
+
+
+@pytest.mark.docker
+async def test_the_process_finishes_held_work_and_exits_0_on_sigterm(
+    nc: NATS, replies: Replies, prefix: str, nats_url: str, busybox: str
+) -> None:
+    js = nc.jetstream()
+    bucket_existed = True
+    try:
+        await js.key_value(EXECUTIONS_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        bucket_existed = False
+    env = {
+        **os.environ,
+        "NATS_URL": nats_url,
+        "NATS_CONNECT_TIMEOUT": "10",
+        "MAX_IN_FLIGHT": "20",
+        "MAX_IN_FLIGHT_PER_USER": "20",
+        "SPAWNER_FETCH_TIMEOUT": "0.5",
+        "SPAWNER_INSTANCE_ID": f"{prefix}spawner",
+        "LOG_LEVEL": "INFO",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "spawner_service",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    logs = asyncio.create_task(process.stderr.read())
+    job = make_job(prefix, "sleep 2; echo bye", image=busybox, reply_to=replies)
+    try:
+
+        async def consuming() -> bool:
+            try:
+                await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+                await js.key_value(EXECUTIONS_BUCKET)
+            except nats.js.errors.NotFoundError:
+                return False
+            return True
+
+        await eventually(consuming, within=20)
+        store = ExecutionStore(await js.key_value(EXECUTIONS_BUCKET))
+        await enqueue(nc, store, job)
+
+        async def is_running() -> bool:
+            current = await store.get(job.user_id, job.execution_id)
+            return current is not None and current[0].status == "running"
+
+        await eventually(is_running, within=20)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        [reply] = await replies.wait(job.execution_id, within=5)
+        assert (reply.status, reply.result) == ("succeeded", "bye")
+        assert await stream_messages(nc) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        output = (await logs).decode()
+        if bucket_existed:
+            with contextlib.suppress(nats.js.errors.KeyNotFoundError):
+                await (await js.key_value(EXECUTIONS_BUCKET)).purge(
+                    execution_key(job.user_id, job.execution_id)
+                )
+        else:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_key_value(EXECUTIONS_BUCKET)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    about_job = [line for line in lines if line.get("execution_id") == job.execution_id]
+    assert {line["msg"] for line in about_job} >= {"running", "finished"}
+    [finished] = [line for line in about_job if line["msg"] == "finished"]
+    assert finished["status"] == "succeeded"
+    assert set(finished["timings"]) == {"queue", "pull", "create", "start", "run", "remove"}
+    assert all(line.get("request_id") == job.request_id for line in about_job)
+    assert any(line["msg"] == "stopped" for line in lines)

@@ -1,0 +1,1 @@
+"""spawner-service unit tests: output capture, job decisions with a fake runtime and store."""
