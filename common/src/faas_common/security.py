@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -214,6 +215,17 @@ def token_verifier_from_settings(
         "(auth-service's PEM public key, or its JWKS, e.g. "
         "http://auth-service:8000/auth/.well-known/jwks.json)"
     )
+
+
+async def open_token_verifier(
+    settings: CommonSettings, stack: AsyncExitStack, *, service: str
+) -> TokenVerifier:
+    """A service's verifier for its lifespan; a JWKS client, when one is needed, closes with
+    ``stack``."""
+    http: httpx.AsyncClient | None = None
+    if settings.jwt_public_key_file is None and settings.jwt_jwks_url:
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
+    return token_verifier_from_settings(settings, http, service=service)
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -16,7 +16,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 from fastapi import FastAPI
 
 from faas_common.contract import (
@@ -28,7 +27,7 @@ from faas_common.executions import ExecutionStore
 from faas_common.health import health_router
 from faas_common.http import create_service_app
 from faas_common.nats import connect_nats, drain_nats, ensure_kv, ensure_stream
-from faas_common.security import token_verifier_from_settings
+from faas_common.security import open_token_verifier
 from publisher_service.catalog import FunctionCache
 from publisher_service.config import PublisherSettings
 from publisher_service.jobs import NatsJobQueue
@@ -125,10 +124,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            http: httpx.AsyncClient | None = None
-            if settings.jwt_public_key_file is None and settings.jwt_jwks_url:
-                http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
-            verifier = token_verifier_from_settings(settings, http, service=SERVICE)
+            verifier = await open_token_verifier(settings, stack, service=SERVICE)
             active = backends if backends is not None else await connect_backends(settings, stack)
             app.state.settings = settings
             app.state.token_verifier = verifier

@@ -10,22 +10,18 @@ drains, the engine is disposed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-import httpx
-import nats.errors
 from fastapi import FastAPI
-from nats.aio.client import Client as NATS
 
 from faas_common.contract import FUNCTIONS_BUCKET
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import connect_nats, ensure_kv
-from faas_common.security import TokenVerifier
+from faas_common.nats import connect_nats, drain_nats, ensure_kv
+from faas_common.security import open_token_verifier
 from registry_service import service
 from registry_service.catalog import FunctionCatalog, NatsFunctionCatalog
 from registry_service.config import RegistrySettings
@@ -33,42 +29,6 @@ from registry_service.router import aliases, router
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_registry"
-
-
-class ConfigurationError(RuntimeError):
-    """The settings cannot work; the message says which variable to set."""
-
-
-def token_verifier(settings: RegistrySettings, http: httpx.AsyncClient | None) -> TokenVerifier:
-    """The public key file when set, else the JWKS URL; neither is a start-up error."""
-    if settings.jwt_public_key_file is not None:
-        path = settings.jwt_public_key_file
-        if not path.is_file():
-            raise ConfigurationError(f"JWT_PUBLIC_KEY_FILE={path} does not exist")
-        return TokenVerifier.from_file(
-            path, issuer=settings.jwt_issuer, consumer_key=settings.jwt_consumer_key
-        )
-    if settings.jwt_jwks_url:
-        return TokenVerifier(
-            issuer=settings.jwt_issuer,
-            consumer_key=settings.jwt_consumer_key,
-            jwks_url=settings.jwt_jwks_url,
-            http=http,
-        )
-    raise ConfigurationError(
-        "registry-service verifies every token itself: set JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL "
-        "(auth-service's PEM public key, or its JWKS, e.g. "
-        "http://auth-service:8000/auth/.well-known/jwks.json)"
-    )
-
-
-async def _drain(nc: NATS) -> None:
-    if nc.is_closed:
-        return
-    with contextlib.suppress(nats.errors.Error, TimeoutError):
-        await nc.drain()
-    if not nc.is_closed:
-        await nc.close()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -86,10 +46,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            http: httpx.AsyncClient | None = None
-            if settings.jwt_public_key_file is None and settings.jwt_jwks_url:
-                http = await stack.enter_async_context(httpx.AsyncClient(timeout=5.0))
-            verifier = token_verifier(settings, http)
+            verifier = await open_token_verifier(settings, stack, service="registry-service")
 
             engine = make_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
@@ -103,7 +60,7 @@ def create_app(
                     name="registry-service",
                     connect_timeout=settings.nats_connect_timeout,
                 )
-                stack.push_async_callback(_drain, nc)
+                stack.push_async_callback(drain_nats, nc)
                 js = nc.jetstream(timeout=settings.kv_timeout)
                 kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
                 function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)

@@ -22,10 +22,10 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from faas_common.validation import ImageReference
+from faas_common.validation import FUNCTION_NAME_PATTERN, ImageReference
 from registry_service.service import FunctionChanges
 
-NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+NAME_PATTERN = FUNCTION_NAME_PATTERN
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 DEFAULT_TIMEOUT_SECONDS = 30

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from faas_common.security import load_public_key, public_jwk
+from faas_common.settings import ConfigurationError
 from registry_service.config import RegistrySettings
-from registry_service.main import ConfigurationError
 from tests.support.keys import RsaKeys
 from tests.unit.registry.factories import (
     FakeCatalog,
