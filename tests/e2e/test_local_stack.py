@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -12,7 +11,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,48 +18,19 @@ import httpx
 import pytest
 
 from tests.e2e.readme import Step, walkthrough
+from tests.e2e.stack import (
+    ROOT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Stack,
+    descendants,
+    free_port,
+    listening,
+    running_stack,
+)
 from tests.support.images import python_base_image
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-START_TIMEOUT = 180.0
-STOP_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc: children of children too)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            parents[int(entry.name)] = ppid
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -72,88 +41,16 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@dataclass
-class Stack:
-    process: subprocess.Popen[str]
-    port: int
-    nats_port: int
-    data_dir: Path
-    output: list[str]
-
-    @property
-    def base(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-def start_stack(tmp_path: Path, **extra_env: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "FAAS_PORT": extra_env.pop("FAAS_PORT", str(free_port())),
-        "FAAS_NATS_PORT": extra_env.pop("FAAS_NATS_PORT", str(free_port())),
-        "FAAS_DATA_DIR": str(tmp_path / "data"),
-        **extra_env,
-    }
-    return subprocess.Popen(
-        [str(ROOT / "bin" / "run.sh")],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,  # its own process group, like a shell job
-    )
-
-
-@contextlib.contextmanager
-def running_stack(tmp_path: Path, **env: str) -> Iterator[Stack]:
-    """``./bin/run.sh`` until it says it is ready; SIGTERM (then SIGKILL) when the block ends."""
-    port, nats_port = free_port(), free_port()
-    process = start_stack(tmp_path, FAAS_PORT=str(port), FAAS_NATS_PORT=str(nats_port), **env)
-    output: list[str] = []
-    deadline = time.monotonic() + START_TIMEOUT
-    assert process.stdout is not None
-    os.set_blocking(process.stdout.fileno(), False)
-    ready = False
-    while time.monotonic() < deadline and not ready:
-        line = process.stdout.readline()
-        if line:
-            output.append(line)
-            ready = "FaaS platform ready on" in line
-        elif process.poll() is not None:
-            break
-        else:
-            time.sleep(0.05)
-    stack = Stack(process, port, nats_port, tmp_path / "data", output)
-    try:
-        if not ready:
-            pytest.fail("the local stack did not start:\n" + "".join(output[-50:]))
-        yield stack
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                for pid in descendants(process.pid):
-                    os.kill(pid, signal.SIGKILL)
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     with running_stack(tmp_path) as running:
         yield running
 
 
-def drain(stack: Stack) -> str:
-    assert stack.process.stdout is not None
-    rest = stack.process.stdout.read() or ""
-    stack.output.append(rest)
-    return "".join(stack.output)
+def everything_printed(stack: Stack) -> str:
+    if stack.reader is not None:
+        stack.reader.join(5)  # the process is gone: read to the end of its output
+    return stack.log()
 
 
 def run_readme_steps(
@@ -170,7 +67,7 @@ def run_readme_steps(
     for index, step in enumerate(steps):
         # Markers split the output; printf first ends a body that had no final newline.
         script_lines.append(f"printf '\\n@@step {index}\\n'")
-        script_lines.append(step.command.replace("localhost:8080", stack.base))
+        script_lines.append(step.command.replace("localhost:8080", f"127.0.0.1:{stack.port}"))
     result = subprocess.run(
         ["bash", "-c", "\n".join(script_lines)],
         capture_output=True,
@@ -221,7 +118,7 @@ def test_readme_walkthrough_runs_verbatim(stack: Stack, tmp_path: Path) -> None:
 
 def test_sigterm_stops_every_process(tmp_path: Path) -> None:
     with running_stack(tmp_path, DOCKER_HOST="unix:///nonexistent/docker.sock") as stack:
-        assert "warning: no Docker engine at /nonexistent/docker.sock" in "".join(stack.output)
+        assert "warning: no Docker engine at /nonexistent/docker.sock" in stack.log()
         sigterm_stops_every_process(stack)
 
 
@@ -234,7 +131,7 @@ def sigterm_stops_every_process(stack: Stack) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(alive(pid) for pid in children):
         time.sleep(0.1)
-    assert not [pid for pid in children if alive(pid)], drain(stack)
+    assert not [pid for pid in children if alive(pid)], everything_printed(stack)
     assert not listening(stack.port)
     assert not listening(stack.nats_port)
 
@@ -245,7 +142,7 @@ def test_sigint_stops_like_ctrl_c(stack: Stack) -> None:
     os.killpg(stack.process.pid, signal.SIGINT)
     assert stack.process.wait(STOP_TIMEOUT) == 0
     time.sleep(0.5)
-    assert not [pid for pid in children if alive(pid)], drain(stack)
+    assert not [pid for pid in children if alive(pid)], everything_printed(stack)
     assert not listening(stack.nats_port)
 
 
@@ -254,14 +151,24 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         busy = holder.getsockname()[1]
-        process = start_stack(tmp_path, FAAS_PORT=str(busy))
-        out, _ = process.communicate(timeout=START_TIMEOUT)
-        assert process.stdout is not None
-        process.stdout.close()
-    assert process.returncode == 1
-    assert f"port {busy}" in out
-    assert "already in use" in out
-    assert "FAAS_PORT" in out
+        result = subprocess.run(
+            [str(ROOT / "bin" / "run.sh")],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "FAAS_PORT": str(busy),
+                "FAAS_NATS_PORT": str(free_port()),
+                "FAAS_DATA_DIR": str(tmp_path / "data"),
+            },
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"port {busy}" in result.stderr
+    assert "already in use" in result.stderr
+    assert "FAAS_PORT" in result.stderr
 
 
 def body_of(printed: list[tuple[Step, str]], fragment: str, nth: int = 0) -> dict[str, Any]:
@@ -303,7 +210,7 @@ def test_readme_function_says_hello_world(stack: Stack, tmp_path: Path) -> None:
     record: dict[str, Any] = {}
     while time.monotonic() < deadline:
         answer = httpx.get(
-            f"http://{stack.base}/publisher/executions/{execution}",
+            f"{stack.url}/publisher/executions/{execution}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=10,
         )
