@@ -44,14 +44,12 @@ from auth_service.config import AuthSettings
 from auth_service.keys import generate_key_pair
 from auth_service.main import create_app as create_auth_app
 from faas_common.logging import configure_logging
-from faas_common.nats import connect_nats, drain_nats
 from publisher_service.config import PublisherSettings
 from publisher_service.main import create_app as create_publisher_app
 from registry_service.config import RegistrySettings
 from registry_service.main import create_app as create_registry_app
+from spawner_service.app import running_worker
 from spawner_service.config import SpawnerSettings
-from spawner_service.runtime.docker import DockerRuntime
-from spawner_service.worker import Worker
 
 logger = logging.getLogger("faas.localstack")
 
@@ -292,27 +290,20 @@ def build_platform(config: LocalConfig) -> Platform:
 
 @asynccontextmanager
 async def running_spawner(settings: SpawnerSettings) -> AsyncIterator[None]:
-    """One spawner in this process; on exit it stops fetching and finishes the jobs it holds."""
-    runtime = DockerRuntime(settings)
-    try:
-        nc = await connect_nats(
-            settings.nats_servers,
-            name=f"spawner-service:{settings.instance_id}",
-            connect_timeout=settings.nats_connect_timeout,
-        )
-        try:
-            worker = Worker(settings, nc=nc, runtime=runtime)
-            await worker.setup()
-            task = asyncio.create_task(worker.run())
-            try:
-                yield
-            finally:
-                worker.stop()
-                await task
-        finally:
-            await drain_nats(nc)
-    finally:
-        await runtime.close()
+    """One spawner in this process; on exit it stops fetching and finishes the jobs it holds.
+
+    A spawner that fails on its own stops the whole stack: serving calls that nothing will run
+    would only turn each of them into a 504.
+    """
+
+    def stop_stack_if_failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            logger.error("the spawner failed: %s; stopping the local stack", failure)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async with running_worker(settings) as running:
+        running.task.add_done_callback(stop_stack_if_failed)
+        yield
 
 
 @asynccontextmanager

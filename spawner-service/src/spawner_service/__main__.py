@@ -19,48 +19,27 @@ import sys
 from collections.abc import Callable
 
 from faas_common.logging import configure_logging
-from faas_common.nats import NatsUnavailable, connect_nats, drain_nats
+from faas_common.nats import NatsUnavailable
+from spawner_service.app import running_worker
 from spawner_service.config import SpawnerSettings
-from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.worker import Worker
 
 logger = logging.getLogger("spawner.main")
 
 
 async def serve(settings: SpawnerSettings) -> int:
-    runtime = DockerRuntime(settings)
     try:
-        if await runtime.ping():
-            logger.info("Docker engine reachable")
-        else:
-            logger.warning(
-                "Docker engine unreachable (DOCKER_HOST or /var/run/docker.sock): jobs are handed "
-                "back for redelivery and fail as runtime_unavailable after "
-                f"{settings.max_deliver} attempts until it answers"
-            )
-        try:
-            nc = await connect_nats(
-                settings.nats_servers,
-                name=f"spawner-service:{settings.instance_id}",
-                connect_timeout=settings.nats_connect_timeout,
-            )
-        except NatsUnavailable as exc:
-            logger.error("%s", exc)
-            return 1
-        try:
-            worker = Worker(settings, nc=nc, runtime=runtime)
+        async with running_worker(settings) as running:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, _stopper(worker, sig))
-            try:
-                await worker.run()
-            except NatsUnavailable as exc:
-                logger.error("%s", exc)
-                return 1
-        finally:
-            await drain_nats(nc)
-    finally:
-        await runtime.close()
+                loop.add_signal_handler(sig, _stopper(running.worker, sig))
+            await asyncio.wait([running.task])
+            failure = None if running.task.cancelled() else running.task.exception()
+            if failure is not None:
+                raise failure
+    except NatsUnavailable as exc:
+        logger.error("%s", exc)
+        return 1
     return 0
 
 
