@@ -68,10 +68,14 @@ def execution_key(user_id: str, execution_id: str) -> str:
 
 
 def executions_stream_config(
-    *, max_in_flight: int, max_in_flight_per_user: int, replicas: int
+    *, max_in_flight: int, max_in_flight_per_user: int, replicas: int, max_age: float
 ) -> StreamConfig:
     """The ``EXECUTIONS`` stream. A job stays in it until its activation is finished, so its
-    message limits are the concurrency limits: a publish into a full stream is refused."""
+    message limits are the concurrency limits: a publish into a full stream is refused.
+
+    ``max_age`` (seconds, ``JOB_MAX_AGE_SECONDS``) is a backstop: a job that was never acked nor
+    terminated (its deliveries used up by spawners that died) is dropped after it, instead of
+    holding a slot of the limits forever."""
     return StreamConfig(
         name=EXECUTIONS_STREAM,
         subjects=[f"{EXEC_SUBJECT_PREFIX}.>"],
@@ -83,6 +87,7 @@ def executions_stream_config(
         max_msgs_per_subject=max_in_flight_per_user,
         num_replicas=replicas,
         duplicate_window=120.0,
+        max_age=max_age,
     )
 
 

@@ -135,6 +135,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
         "discard_new_per_subject": config.discard_new_per_subject,
         "subjects": config.subjects,
         "duplicate_window": config.duplicate_window,
+        "max_age": config.max_age,
     }
     if any(getattr(current, key) != value for key, value in wanted.items()):
         return await js.update_stream(config=config)

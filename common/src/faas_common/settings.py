@@ -36,6 +36,10 @@ class CommonSettings(BaseSettings):
     database_url: str = Field(
         "sqlite+aiosqlite:///.data/faas.db", validation_alias=_alias("DATABASE_URL")
     )
+    database_password_file: Path | None = Field(
+        None, validation_alias=_alias("DATABASE_PASSWORD_FILE")
+    )
+    """A file holding the database password (a compose/swarm secret), put into DATABASE_URL."""
     nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_alias("NATS_URL"))
     nats_connect_timeout: float = Field(60.0, gt=0, validation_alias=_alias("NATS_CONNECT_TIMEOUT"))
     nats_replicas: int = Field(1, ge=1, le=5, validation_alias=_alias("NATS_REPLICAS"))
@@ -54,8 +58,11 @@ class CommonSettings(BaseSettings):
         86_400, ge=60, validation_alias=_alias("EXECUTION_TTL_SECONDS")
     )
     """How long execution records (and idempotency keys) are kept."""
+    job_max_age_seconds: int = Field(3_600, ge=60, validation_alias=_alias("JOB_MAX_AGE_SECONDS"))
+    """The ``EXECUTIONS`` stream's ``max_age``: a backstop that drops a job nobody settled (acked
+    or terminated) after this long, so it cannot hold a concurrency slot forever."""
 
-    @field_validator("jwt_jwks_url", "jwt_public_key_file", mode="before")
+    @field_validator("jwt_jwks_url", "jwt_public_key_file", "database_password_file", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -64,6 +71,28 @@ class CommonSettings(BaseSettings):
     def nats_servers(self) -> list[str]:
         """``NATS_URL`` may list several servers, comma-separated: clients get all of them."""
         return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
+    @model_validator(mode="after")
+    def _read_database_password_file(self) -> CommonSettings:
+        # Runs before the placeholder check below (validators run in definition order).
+        if self.database_password_file is None:
+            return self
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            raise ValueError("DATABASE_PASSWORD_FILE is set but DATABASE_URL is a SQLite URL")
+        try:
+            password = self.database_password_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"DATABASE_PASSWORD_FILE {self.database_password_file} cannot be read: {exc}"
+            ) from exc
+        password = password.rstrip("\r\n")
+        if not password:
+            raise ValueError(f"DATABASE_PASSWORD_FILE {self.database_password_file} is empty")
+        self.database_url = url.set(password=password).render_as_string(hide_password=False)
+        return self
 
     @model_validator(mode="after")
     def _refuse_placeholder_database_password(self) -> CommonSettings:

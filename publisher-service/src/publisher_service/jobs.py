@@ -4,7 +4,9 @@ A job is published to ``faas.exec.<user_id>`` with its execution id as ``Nats-Ms
 retried publish (a timeout, no responders while a stream leader is elected) never enqueues it
 twice: inside the stream's duplicate window the server answers with the first PubAck. The
 stream's ``max_msgs`` / ``max_msgs_per_subject`` with ``discard: new`` are the concurrency
-limits: a publish into a full stream fails with err_code 10077 (``QueueFull``).
+limits: a publish into a full stream fails with err_code 10077 (``QueueFull``). A job must fit
+one NATS message: ``max_job_bytes`` is the connection's ``max_payload`` (from the server) minus
+room for the headers, and the publisher refuses a larger job before anything is written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ logger = logging.getLogger("publisher.queue")
 
 STREAM_FULL = 10077
 """JetStream err_code of a publish refused by the stream's limits (total or per subject)."""
+HEADER_ROOM = 4_096
+"""Bytes of a message kept for its headers (``Nats-Msg-Id``, ``X-Request-ID``, the expected
+stream): the server counts them in ``max_payload``."""
 
 
 class _Transient(Exception):
@@ -107,6 +112,9 @@ class NatsJobQueue:
             raise _Transient() from exc
         except (nats.errors.Error, OSError) as exc:
             raise RuntimeUnavailable("The activation queue is unavailable") from exc
+
+    def max_job_bytes(self) -> int:
+        return self._nc.max_payload - HEADER_ROOM
 
     async def discard(self, sequence: int) -> None:
         with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):

@@ -82,6 +82,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
             max_in_flight=settings.max_in_flight,
             max_in_flight_per_user=settings.max_in_flight_per_user,
             replicas=settings.nats_replicas,
+            max_age=settings.job_max_age_seconds,
         ),
     )
     ttl = timedelta(seconds=settings.execution_ttl_seconds)

@@ -4,7 +4,9 @@ An activation (``Publisher.publish``), in order:
 
 1. the argument's UTF-8 size is checked (413 ``argument_too_large``: nothing is queued);
 2. the function ``<user_id>.<name>`` is resolved from the catalog (404 ``function_not_found``;
-   another user's function is simply not under this user's id);
+   another user's function is simply not under this user's id), and the job's serialized size
+   (argument, function snapshot with its environment) is checked against the largest message
+   the queue takes (413 ``argument_too_large``: nothing is queued, no record is written);
 3. an ``Idempotency-Key``, when given, is claimed atomically for this user: a key already
    claimed by the same request answers with that execution instead of running again, a key
    claimed by a different request is a 409;
@@ -110,6 +112,9 @@ class JobQueue(Protocol):
 
     async def discard(self, sequence: int) -> None:
         """Drop a job nobody started (best effort: it may be gone already)."""
+
+    def max_job_bytes(self) -> int:
+        """The largest serialized job the queue takes (its message size limit)."""
 
     async def ready(self) -> None:
         """Raise unless jobs can be queued right now."""
@@ -257,6 +262,23 @@ class Publisher:
         )
         start_deadline = created_at + queue_timeout
         execution_id = new_execution_id()
+        reply_to = None if request.is_async else self.replies.subject(execution_id)
+        job = Job(
+            execution_id=execution_id,
+            user_id=request.user_id,
+            function=function,
+            argument=request.argument,
+            reply_subject=reply_to,
+            enqueued_at=created_at,
+            start_deadline=start_deadline,
+            request_id=request.request_id,
+        )
+        job_bytes = len(job.model_dump_json().encode())
+        if job_bytes > (max_job_bytes := self.queue.max_job_bytes()):
+            raise ArgumentTooLarge(
+                "The argument and the function's environment together are too large to queue "
+                f"({job_bytes} bytes as a job; at most {max_job_bytes})"
+            )
 
         held: _HeldClaim | None = None
         if request.idempotency_key is not None:
@@ -286,16 +308,6 @@ class Publisher:
                 except BaseException:
                     await self._release(held)
                     raise
-                job = Job(
-                    execution_id=execution_id,
-                    user_id=request.user_id,
-                    function=function,
-                    argument=request.argument,
-                    reply_subject=None if future is None else self.replies.subject(execution_id),
-                    enqueued_at=created_at,
-                    start_deadline=start_deadline,
-                    request_id=request.request_id,
-                )
                 sequence = await self._enqueue(job, record, revision, held)
             logger.info(
                 "activation queued",

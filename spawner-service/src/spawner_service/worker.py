@@ -12,11 +12,17 @@ job in a task, reaps stale containers in the background and stops gracefully.
   ``timed_out`` and is replied (the caller, if still there, hears why);
 - record already terminal (the publisher gave up on it) → ``term`` without running;
 - otherwise the record is moved to ``running`` (compare-and-set on its revision), the container
-  runs with ``in_progress`` heartbeats, the final record is stored and replied, then the job is
-  acked;
-- a transient failure before the function ran (KV unavailable, Docker unreachable) → ``nak`` with
-  a delay, or, on the last allowed delivery, ``term`` and a ``failed`` record with error
-  ``runtime_unavailable``.
+  runs with ``in_progress`` heartbeats, the final record is stored by compare-and-set against the
+  revision this worker wrote (a record another delivery already made final is left alone) and
+  replied, then the job is acked. A record too large for a NATS message loses its result
+  (``output_too_large``), never silently cut;
+- a transient failure before the function ran (KV unavailable, Docker unreachable before the
+  container started) → ``nak`` with a delay, or, on the last allowed delivery, ``term`` and a
+  ``failed`` record with error ``runtime_unavailable``. A Docker failure after the container
+  started ends the activation as ``failed`` (``runtime_unavailable``): it is never run again;
+- a message handed back without running (more than the free slots, or the worker stopping) is
+  ``nak``ed, or ``term``ed on its last allowed delivery (its record failed as above), so it
+  never stays in the stream after its deliveries are used up.
 """
 
 from __future__ import annotations
@@ -48,14 +54,17 @@ from faas_common.contract import (
 from faas_common.executions import ExecutionStore, RecordConflict
 from faas_common.logging import request_id_var
 from faas_common.nats import NatsUnavailable, ensure_stream
-from spawner_service.config import SpawnerSettings
+from spawner_service.config import NATS_MAX_PAYLOAD, SpawnerSettings
 from spawner_service.runtime.base import ContainerRuntime, Outcome, RunResult, RunSpec
 
 logger = logging.getLogger("spawner.worker")
 
 REQUEST_ID_HEADER = "X-Request-ID"
 CAS_ATTEMPTS = 5
-STORE_ATTEMPTS = 3
+HEADER_ROOM = 4_096
+"""Bytes of a NATS message kept for headers (a KV update sends one): a record may use the
+connection's ``max_payload`` minus this."""
+HANDED_BACK = "handed back without running (no free slot, or the spawner was stopping)"
 
 STATUS_OF: dict[Outcome, ExecutionStatus] = {
     "succeeded": "succeeded",
@@ -79,8 +88,6 @@ class RecordStore(Protocol):
     async def create(self, user_id: str, record: ExecutionRecord) -> int: ...
 
     async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int: ...
-
-    async def put(self, user_id: str, record: ExecutionRecord) -> int: ...
 
 
 class JobMessage(Protocol):
@@ -153,6 +160,53 @@ def final_record(
     )
 
 
+def record_size(record: ExecutionRecord) -> int:
+    """Bytes of the record as stored and replied (JSON, UTF-8)."""
+    return len(record.model_dump_json().encode())
+
+
+def fit_record(record: ExecutionRecord, limit: int) -> ExecutionRecord:
+    """``record`` if it fits in ``limit`` bytes. Otherwise its result, unless it would fit with
+    the logs alone cut, is dropped (the outcome becomes ``output_too_large``: never a silently
+    cut result), and its logs (a tail already) lose their beginning until it fits."""
+    size = record_size(record)
+    if size <= limit:
+        return record
+    fitted = record
+    if record.result is not None and record_size(record.model_copy(update={"logs": ""})) > limit:
+        fitted = record.model_copy(
+            update={
+                "status": STATUS_OF["output_too_large"],
+                "error": "output_too_large",
+                "result": None,
+                "detail": f"the result is too large to store ({size} bytes as JSON; an "
+                f"execution record holds at most {limit})",
+            }
+        )
+    logs = fitted.logs or ""
+    while (over := record_size(fitted) - limit) > 0 and logs:
+        logs = logs[over:]  # every character takes at least one byte: one cut is enough
+        fitted = fitted.model_copy(update={"logs": logs})
+    return fitted
+
+
+def unstorable_record(record: ExecutionRecord, limit: int) -> ExecutionRecord:
+    """The small record stored instead of one the server refused as too large."""
+    return record.model_copy(
+        update={
+            "status": STATUS_OF["output_too_large"],
+            "error": "output_too_large",
+            "result": None,
+            "logs": None,
+            "detail": f"the result is too large to store (more than {limit} bytes as JSON)",
+        }
+    )
+
+
+def _default_max_payload() -> int:
+    return NATS_MAX_PAYLOAD
+
+
 def _last_delivery(msg: JobMessage, max_deliver: int) -> bool:
     try:
         delivered = int(msg.metadata.num_delivered)
@@ -171,11 +225,19 @@ class JobHandler:
         runtime: ContainerRuntime,
         store: RecordStore,
         publish: Publish,
+        max_payload: Callable[[], int] = _default_max_payload,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.store = store
         self.publish = publish
+        self.max_payload = max_payload
+        """The connection's largest message (``nc.max_payload``, from the server)."""
+
+    @property
+    def record_limit(self) -> int:
+        """The largest execution record that can be stored and replied."""
+        return self.max_payload() - HEADER_ROOM
 
     async def handle(self, msg: JobMessage) -> None:
         try:
@@ -219,15 +281,16 @@ class JobHandler:
             await self._expire(job, msg, log)
             return
         try:
-            created_at = await self._mark_running(job, started_at)
+            marked = await self._mark_running(job, started_at)
         except TRANSIENT_ERRORS as exc:
             log.warning("cannot mark the job running", extra={"error": repr(exc)})
             await self._retry_or_give_up(job, msg, log, f"execution records unavailable: {exc}")
             return
-        if created_at is None:
+        if marked is None:
             log.info("record already final: job dropped")
             await msg.term()
             return
+        created_at, revision = marked
 
         log.info("running", extra={"image": job.function.image, "attempt": _attempt(msg)})
         result = await self.runtime.run(
@@ -241,9 +304,12 @@ class JobHandler:
                 deadline=time.time() + job.function.timeout_seconds,
             )
         )
-        if result.outcome == "runtime_unavailable" and not _last_delivery(
-            msg, self.settings.max_deliver
+        if (
+            result.outcome == "runtime_unavailable"
+            and not result.started
+            and not _last_delivery(msg, self.settings.max_deliver)
         ):
+            # The container never started: nothing ran, another attempt is safe.
             log.warning("container runtime unavailable: retrying", extra={"error": result.detail})
             await self._requeue(job, result.detail or "container runtime unavailable")
             await msg.nak(delay=self.settings.retry_delay_seconds)
@@ -252,8 +318,18 @@ class JobHandler:
         record = final_record(
             job, result, created_at=created_at, started_at=started_at, finished_at=time.time()
         )
-        await self._report(job, record, log)
+        limit = self.record_limit
+        fitted = fit_record(record, limit)
+        if fitted is not record:
+            log.warning(
+                "record too large to store: result dropped",
+                extra={"size": record_size(record), "limit": limit},
+            )
+            record = fitted
+        stored = await self._finish(job, record, log, revision=revision)
         await msg.ack()
+        if not stored:
+            return
         log.info(
             "finished",
             extra={
@@ -265,8 +341,9 @@ class JobHandler:
             },
         )
 
-    async def _mark_running(self, job: Job, started_at: float) -> float | None:
-        """Move the record to ``running``; its ``created_at``, or None when it is final already."""
+    async def _mark_running(self, job: Job, started_at: float) -> tuple[float, int] | None:
+        """Move the record to ``running``; its ``created_at`` and the revision written, or None
+        when it is final already."""
         queue_ms = round(max(started_at - job.enqueued_at, 0.0) * 1000, 1)
         for _ in range(CAS_ATTEMPTS):
             current = await self.store.get(job.user_id, job.execution_id)
@@ -279,10 +356,10 @@ class JobHandler:
                     created_at=job.enqueued_at,
                 )
                 try:
-                    await self.store.create(job.user_id, record)
+                    written = await self.store.create(job.user_id, record)
                 except RecordConflict:
                     continue
-                return record.created_at
+                return record.created_at, written
             record, revision = current
             if record.status in TERMINAL_STATUSES:
                 return None
@@ -294,10 +371,10 @@ class JobHandler:
                 }
             )
             try:
-                await self.store.update(job.user_id, running, revision=revision)
+                written = await self.store.update(job.user_id, running, revision=revision)
             except RecordConflict:
                 continue
-            return record.created_at
+            return record.created_at, written
         raise RecordConflict(job.execution_id)
 
     async def _requeue(self, job: Job, reason: str) -> None:
@@ -371,6 +448,25 @@ class JobHandler:
             return final
         return None
 
+    async def release(self, msg: JobMessage) -> None:
+        """Hand a fetched message back without running it (more than the free slots, or the
+        worker is stopping): ``nak`` it for another spawner, unless this was its last allowed
+        delivery: then it is terminated and its record, if still queued or running, failed."""
+        try:
+            if not _last_delivery(msg, self.settings.max_deliver):
+                await msg.nak()
+                return
+            try:
+                job = Job.model_validate_json(msg.data)
+            except ValidationError:
+                await msg.term()  # poison: handle() would terminate it too
+                return
+            log = JobLog(logger, {"execution_id": job.execution_id, "user_id": job.user_id})
+            await self._give_up(job, msg, log, HANDED_BACK)
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            # JetStream redelivers it after ack_wait (or drops it at the stream's max_age).
+            logger.warning("cannot hand the message back", extra={"error": repr(exc)})
+
     async def _retry_or_give_up(self, job: Job, msg: JobMessage, log: JobLog, reason: str) -> None:
         """Transient trouble before the function ran: redeliver later, unless this was the last
         delivery: then the activation fails as ``runtime_unavailable`` and the job is dropped."""
@@ -378,36 +474,75 @@ class JobHandler:
             if not _last_delivery(msg, self.settings.max_deliver):
                 await msg.nak(delay=self.settings.retry_delay_seconds)
                 return
-            now = time.time()
-            record = ExecutionRecord(
-                execution_id=job.execution_id,
-                function=job.function.name,
-                status="failed",
-                error="runtime_unavailable",
-                detail=f"gave up after {self.settings.max_deliver} attempts: {reason}",
-                created_at=job.enqueued_at,
-                finished_at=now,
-            )
-            log.error("giving up on the job", extra={"reason": reason})
-            await self._report(job, record, log)
-            await msg.term()
+            await self._give_up(job, msg, log, reason)
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             # Not even the nak got through: JetStream redelivers after ack_wait.
             log.warning("cannot settle the job", extra={"error": repr(exc)})
 
-    async def _report(self, job: Job, record: ExecutionRecord, log: JobLog) -> None:
-        """Store the final record (the spawner owns a job it runs: plain put), then reply."""
-        for attempt in range(1, STORE_ATTEMPTS + 1):
+    async def _give_up(self, job: Job, msg: JobMessage, log: JobLog, reason: str) -> None:
+        """The job's deliveries are used up: fail its record (unless it is final already) as
+        ``runtime_unavailable``, then drop the job from the stream."""
+        record = ExecutionRecord(
+            execution_id=job.execution_id,
+            function=job.function.name,
+            status="failed",
+            error="runtime_unavailable",
+            detail=f"gave up after {self.settings.max_deliver} attempts: {reason}",
+            created_at=job.enqueued_at,
+            finished_at=time.time(),
+        )
+        log.error("giving up on the job", extra={"reason": reason})
+        await self._finish(job, record, log)
+        await msg.term()
+
+    async def _finish(
+        self, job: Job, record: ExecutionRecord, log: JobLog, *, revision: int | None = None
+    ) -> bool:
+        """Store the final record by compare-and-set, then reply. ``revision``: the one this
+        worker wrote when it set ``running`` (None: read the record first).
+
+        False when another delivery of the job already made the record final: it is left as it
+        is and nothing is replied. A record the server refuses as too large is replaced by a
+        small ``output_too_large`` one. A store that keeps failing is logged and the reply goes
+        out anyway: running the function again would be worse than a record left ``running``.
+        """
+        for attempt in range(1, CAS_ATTEMPTS + 1):
             try:
-                await self.store.put(job.user_id, record)
+                if revision is None:
+                    current = await self.store.get(job.user_id, job.execution_id)
+                    if current is None:
+                        await self.store.create(job.user_id, record)
+                        break
+                    existing, revision = current
+                    if existing.status in TERMINAL_STATUSES:
+                        if existing == record:
+                            break  # an earlier attempt of ours landed; only its answer was lost
+                        log.warning(
+                            "record already final (another delivery finished the job): "
+                            "not overwritten",
+                            extra={"status": existing.status, "ours": record.status},
+                        )
+                        return False
+                await self.store.update(job.user_id, record, revision=revision)
                 break
+            except RecordConflict:
+                revision = None  # moved since: read it again and decide
+            except nats.errors.MaxPayloadError:
+                limit = self.record_limit
+                log.error(
+                    "record refused as too large: storing a small one",
+                    extra={"size": record_size(record), "limit": limit},
+                )
+                record = unstorable_record(record, limit)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 log.warning(
                     "cannot store the record", extra={"error": repr(exc), "attempt": attempt}
                 )
-                if attempt < STORE_ATTEMPTS:
+                revision = None  # the write may have landed: read before writing again
+                if attempt < CAS_ATTEMPTS:
                     await asyncio.sleep(0.5 * attempt)
         await self._reply(job, record, log)
+        return True
 
     async def _reply(self, job: Job, record: ExecutionRecord, log: JobLog) -> None:
         if not job.reply_subject:
@@ -423,6 +558,10 @@ def _attempt(msg: JobMessage) -> int | None:
         return int(msg.metadata.num_delivered)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+CONSUMER_SETTINGS = ("ack_wait", "max_deliver", "filter_subject")
+"""The shared consumer's settings that come from a spawner's configuration."""
 
 
 def consumer_config(settings: SpawnerSettings) -> ConsumerConfig:
@@ -472,9 +611,37 @@ class Worker:
                 max_in_flight=s.max_in_flight,
                 max_in_flight_per_user=s.max_in_flight_per_user,
                 replicas=s.nats_replicas,
+                max_age=s.job_max_age_seconds,
             ),
         )
-        await self.js.add_consumer(EXECUTIONS_STREAM, config=consumer_config(s))
+        await self._ensure_shared_consumer(consumer_config(s))
+
+    async def _ensure_shared_consumer(self, wanted: ConsumerConfig) -> None:
+        """Create the durable consumer every spawner shares, or bring it in line with this
+        spawner's settings, saying so when they differ (all spawners must share them)."""
+        try:
+            info = await self.js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_consumer(EXECUTIONS_STREAM, config=wanted)
+            return
+        differences = {
+            name: (getattr(info.config, name), getattr(wanted, name))
+            for name in CONSUMER_SETTINGS
+            if getattr(info.config, name) != getattr(wanted, name)
+        }
+        if not differences:
+            return
+        described = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in differences.items())
+        logger.warning(
+            f"the shared consumer {SPAWNER_CONSUMER!r} had other settings: updated ({described}); "
+            "every spawner must share SPAWNER_ACK_WAIT_SECONDS and SPAWNER_MAX_DELIVER",
+            extra={
+                "consumer": SPAWNER_CONSUMER,
+                "current": {name: old for name, (old, _) in differences.items()},
+                "wanted": {name: new for name, (_, new) in differences.items()},
+            },
+        )
+        await self.js.add_consumer(EXECUTIONS_STREAM, config=wanted)
 
     async def setup(self) -> None:
         """Idempotent: the stream (limits from the settings), the consumer, the records."""
@@ -488,7 +655,11 @@ class Worker:
             durable=SPAWNER_CONSUMER, stream=EXECUTIONS_STREAM
         )
         self._handler = JobHandler(
-            s, runtime=self.runtime, store=self._store, publish=self._publish
+            s,
+            runtime=self.runtime,
+            store=self._store,
+            publish=self._publish,
+            max_payload=lambda: self.nc.max_payload,
         )
 
     async def _publish(self, subject: str, payload: bytes) -> None:
@@ -551,11 +722,11 @@ class Worker:
             # A fetch may hand over more than asked for (messages of an earlier request that
             # expired client-side); never hold more jobs than free slots, and none once stopping.
             keep = 0 if self._stopping.is_set() else free
-            for msg in msgs[keep:]:
-                with contextlib.suppress(nats.errors.Error):
-                    await msg.nak()
             for msg in msgs[:keep]:
                 self._start(msg)
+            assert self._handler is not None
+            for msg in msgs[keep:]:
+                await self._handler.release(msg)
 
     async def _recover_consumer(self) -> None:
         try:

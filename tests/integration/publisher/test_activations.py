@@ -17,6 +17,7 @@ from tests.integration.publisher.helpers import (
     open_store,
     poll_until,
     publisher,
+    register,
     register_new,
     stream_depth,
     wait_for_depth,
@@ -271,3 +272,32 @@ async def test_without_the_stream_an_activation_is_503_and_its_record_says_so(
     assert response.json()["code"] == "runtime_unavailable"
     assert polled.json()["status"] == "failed"
     assert polled.json()["error"] == "runtime_unavailable"
+
+
+async def test_a_job_larger_than_a_nats_message_is_413_and_leaves_nothing_behind(
+    js: JetStreamContext, settings_for: SettingsFactory, alice: User
+) -> None:
+    # Each part is within its own limit; the job carrying both is over NATS's 1 MiB max_payload.
+    env = {f"VAR_{index}": "é" * 4_000 for index in range(64)}
+    argument = "\x01" * 131_062
+    headers = {**alice.headers, "Idempotency-Key": "big"}
+    async with publisher(settings_for()) as client:
+        await register(js, snapshot(alice.id, "big-env", env=env))
+        refused = [
+            await client.post(
+                PUBLISH, json=publish_body("big-env", argument, is_async=True), headers=headers
+            )
+            for _ in range(2)  # the same again: still 413 (not a 503 that a retry could fix)
+        ]
+        history = await client.get("/publisher/executions", headers=alice.headers)
+        small = await client.post(
+            PUBLISH, json=publish_body("big-env", "fits", is_async=True), headers=headers
+        )
+
+    for response in refused:
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == "argument_too_large"
+        assert "environment" in response.json()["detail"]
+    assert history.json() == {"executions": []}  # no record left behind
+    assert small.status_code == 202  # the key was not kept by the refused calls
+    assert await stream_depth(js) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from faas_common.contract import EXECUTIONS_STREAM
+from faas_common.contract import EXECUTIONS_STREAM, executions_stream_config
 from tests.integration.publisher.conftest import SettingsFactory
 from tests.integration.publisher.helpers import (
     open_store,
@@ -28,6 +28,26 @@ async def test_the_stream_is_created_with_the_configured_limits(
 
     assert info.config.max_msgs == 7
     assert info.config.max_msgs_per_subject == 3
+    assert info.config.max_age == 3600.0  # JOB_MAX_AGE_SECONDS: a backstop for unsettled jobs
+
+
+async def test_an_existing_stream_gets_the_configured_max_age(
+    js: JetStreamContext, settings_for: SettingsFactory
+) -> None:
+    settings = settings_for()
+    stale = executions_stream_config(
+        max_in_flight=settings.max_in_flight,
+        max_in_flight_per_user=settings.max_in_flight_per_user,
+        replicas=1,
+        max_age=0,  # no limit: an unsettled job would hold its slot forever
+    )
+    await js.add_stream(config=stale)
+    assert (await js.stream_info(EXECUTIONS_STREAM)).config.max_age == 0
+
+    async with publisher(settings_for(job_max_age_seconds=120)):
+        info = await js.stream_info(EXECUTIONS_STREAM)
+
+    assert info.config.max_age == 120.0
 
 
 async def test_beyond_max_in_flight_is_429_until_a_spawner_acks(

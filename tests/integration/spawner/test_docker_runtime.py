@@ -126,7 +126,7 @@ async def test_timeout_kills_the_function(runtime: DockerRuntime, spec: SpecFact
 async def test_endless_output_is_too_large_fast_and_memory_stays_bounded(
     make_runtime: RuntimeFactory, spec: SpecFactory
 ) -> None:
-    runtime = make_runtime(output_limit_bytes=1_048_576)
+    runtime = make_runtime(output_limit_bytes=524_288)
     tracemalloc.start()
     try:
         started = time.monotonic()

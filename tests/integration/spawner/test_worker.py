@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 import pytest
+import requests
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -213,6 +215,7 @@ async def create_stream(nc: NATS, **overrides: Any) -> None:
             max_in_flight=settings.max_in_flight,
             max_in_flight_per_user=settings.max_in_flight_per_user,
             replicas=1,
+            max_age=settings.job_max_age_seconds,
         ),
     )
 
@@ -500,6 +503,8 @@ async def test_the_stream_limits_refuse_a_publish_when_full(
     assert consumer.config.ack_wait == 10.0
     assert consumer.config.max_deliver == 3
     assert consumer.config.filter_subject == "faas.exec.>"
+    stream = await js.stream_info(EXECUTIONS_STREAM)
+    assert stream.config.max_age == 3600.0
 
     await js.publish(exec_subject("alice"), b"1")
     await js.publish(exec_subject("alice"), b"2")
@@ -604,3 +609,94 @@ async def test_the_process_finishes_held_work_and_exits_0_on_sigterm(
     assert set(finished["timings"]) == {"queue", "pull", "create", "start", "run", "remove"}
     assert all(line.get("request_id") == job.request_id for line in about_job)
     assert any(line["msg"] == "stopped" for line in lines)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    "script",
+    ["head -c 200000 /dev/zero | tr '\\0' '\\001'", "head -c 1048576 /dev/zero | tr '\\0' a"],
+    ids=["control-characters", "one-mebibyte-of-text"],
+)
+async def test_a_result_too_large_for_a_nats_message_is_output_too_large(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+    script: str,
+) -> None:
+    await start_worker()  # the default output cap
+    job = make_job(prefix, f"echo a-log-line >&2; {script}", image=busybox, reply_to=replies)
+    await enqueue(nc, store, job)
+
+    [reply] = await replies.wait(job.execution_id)
+    assert (reply.status, reply.error, reply.result) == ("failed", "output_too_large", None)
+    assert reply.logs == "a-log-line\n"
+    stored = await store.get(job.user_id, job.execution_id)
+    assert stored is not None
+    assert stored[0] == reply  # stored, never left "running"
+    await stream_empty(nc)
+
+
+async def test_a_spawner_with_other_consumer_settings_says_so_and_updates_them(
+    nc: NATS, store: ExecutionStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = make_settings(ack_wait_seconds=10.0, max_deliver=3)
+    second = make_settings(ack_wait_seconds=20.0, max_deliver=5)
+    runtime = DockerRuntime(first)
+    try:
+        await Worker(first, nc=nc, runtime=runtime, store=store).setup()
+        with caplog.at_level(logging.WARNING, logger="spawner.worker"):
+            caplog.clear()
+            await Worker(first, nc=nc, runtime=runtime, store=store).setup()
+            same = [r.getMessage() for r in caplog.records]
+            caplog.clear()
+            await Worker(second, nc=nc, runtime=runtime, store=store).setup()
+            other = [r.getMessage() for r in caplog.records]
+    finally:
+        await runtime.close()
+
+    assert same == []
+    [warning] = other
+    assert "ack_wait 10.0 -> 20.0" in warning
+    assert "max_deliver 3 -> 5" in warning
+    consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    assert (consumer.config.ack_wait, consumer.config.max_deliver) == (20.0, 5)
+
+
+@pytest.mark.docker
+async def test_a_docker_failure_after_the_start_is_not_run_again(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
+    docker_client: Any,
+) -> None:
+    since = time.time()
+    worker, _ = await start_worker(max_deliver=3, retry_delay_seconds=0.2)
+    runtime = worker.runtime
+    assert isinstance(runtime, DockerRuntime)
+    client = await runtime._connected()
+    real_wait = client.api.wait
+
+    def answer_lost(container_id: str, **kwargs: Any) -> dict[str, Any]:
+        real_wait(container_id, **kwargs)  # the function ran to its end...
+        raise requests.exceptions.ConnectionError("connection reset by peer")  # ...unheard
+
+    client.api.wait = answer_lost
+    job = make_job(prefix, "echo side-effect", image=busybox, reply_to=replies)
+    await enqueue(nc, store, job)
+
+    [reply] = await replies.wait(job.execution_id)
+    assert (reply.status, reply.error) == ("failed", "runtime_unavailable")
+    assert reply.detail is not None
+    assert "while the function ran" in reply.detail
+    await stream_empty(nc)
+    consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    assert consumer.delivered.consumer_seq == 1  # delivered once: never redelivered
+    actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
+    assert actions.count("start") == 1  # the function ran once
+    assert "destroy" in actions  # and its container is gone

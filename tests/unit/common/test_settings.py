@@ -22,6 +22,7 @@ SHARED_NAMES = (
     "JWT_ISSUER",
     "JWT_CONSUMER_KEY",
     "MAX_BODY_BYTES",
+    "JOB_MAX_AGE_SECONDS",
 )
 AUTH_NAMES = ("AUTH_PRIVATE_KEY_FILE", "AUTH_GENERATE_KEYS", "AUTH_TOKEN_TTL_SECONDS")
 
@@ -76,6 +77,14 @@ def test_service_prefix_applies_to_its_own_fields_only(monkeypatch: pytest.Monke
     assert settings.generate_keys is True
 
 
+def test_the_job_max_age_is_an_hour_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CommonSettings().job_max_age_seconds == 3600
+    monkeypatch.setenv("JOB_MAX_AGE_SECONDS", "60")
+    assert CommonSettings().job_max_age_seconds == 60
+    monkeypatch.setenv("JOB_MAX_AGE_SECONDS", "7200")
+    assert AuthSettings().job_max_age_seconds == 7200  # a plain name, whatever the prefix
+
+
 def test_keyword_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NATS_URL", "nats://from-env:4222")
     settings = CommonSettings(nats_url="nats://from-test:4222")
@@ -117,6 +126,7 @@ def test_empty_optional_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> No
         ("NATS_CONNECT_TIMEOUT", "0"),
         ("MAX_BODY_BYTES", "10"),
         ("ENVIRONMENT", "staging"),
+        ("JOB_MAX_AGE_SECONDS", "59"),
     ],
 )
 def test_out_of_range_values_are_refused(

@@ -23,6 +23,7 @@ from faas_common.contract import ExecutionRecord, FunctionSnapshot, Job, functio
 from faas_common.executions import RecordConflict
 from publisher_service.config import PublisherSettings
 from publisher_service.exceptions import RuntimeUnavailable
+from publisher_service.jobs import HEADER_ROOM
 from publisher_service.main import Backends, create_app
 from publisher_service.replies import ReplyRegistry
 from publisher_service.service import ClaimOutcome, IdempotencyClaim, QueueFull
@@ -148,6 +149,8 @@ class FakeQueue:
 
     max_in_flight: int = 100
     max_per_user: int = 20
+    max_payload: int = 1_048_576
+    """NATS's default largest message; a job must fit in it, headers included."""
     failing: bool = False
     worker: Callable[[Job], Coroutine[Any, Any, None]] | None = None
     in_flight: dict[int, Job] = field(default_factory=dict)
@@ -181,6 +184,9 @@ class FakeQueue:
         for sequence, queued in list(self.in_flight.items()):
             if queued.execution_id == job.execution_id:
                 del self.in_flight[sequence]
+
+    def max_job_bytes(self) -> int:
+        return self.max_payload - HEADER_ROOM
 
     async def discard(self, sequence: int) -> None:
         self.discarded.append(sequence)

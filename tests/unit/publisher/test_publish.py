@@ -161,6 +161,45 @@ async def test_a_smaller_configured_argument_cap_applies(
     assert len(fakes.queue.published) == 1
 
 
+BIG_ENV = {f"VAR_{index}": "é" * 4_000 for index in range(64)}
+"""64 values of 8 000 UTF-8 bytes: 512 000 bytes of environment in every job of the function."""
+CONTROL_ARGUMENT = "\x01" * 131_062
+"""Under the argv limit, but six bytes each once escaped in the job's JSON."""
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_job_too_large_for_one_message_is_413_and_leaves_nothing_behind(
+    client: httpx.AsyncClient, fakes: FakeBackends, alice: User, is_async: bool
+) -> None:
+    fakes.catalog.add(snapshot(alice.id, "big-env", env=BIG_ENV))
+    response = await client.post(
+        PUBLISH,
+        json=publish_body("big-env", CONTROL_ARGUMENT, is_async=is_async),
+        headers={**alice.headers, "Idempotency-Key": "big-1"},
+    )
+
+    assert response.status_code == 413, response.text
+    body = response.json()
+    assert body["code"] == "argument_too_large"
+    assert "the function's environment together are too large to queue" in body["detail"]
+    assert "server-timing" in response.headers
+    assert fakes.queue.published == []
+    assert fakes.records.entries == {}
+    assert fakes.idempotency.claims == {}
+
+
+async def test_the_same_function_with_a_small_argument_runs(
+    client: httpx.AsyncClient, fakes: FakeBackends, alice: User
+) -> None:
+    fakes.catalog.add(snapshot(alice.id, "big-env", env=BIG_ENV))
+    response = await client.post(
+        PUBLISH, json=publish_body("big-env", "\x01" * 1_000), headers=alice.headers
+    )
+
+    assert response.status_code == 200, response.text
+    assert len(fakes.queue.published) == 1
+
+
 async def test_unknown_function_is_404(
     client: httpx.AsyncClient, fakes: FakeBackends, alice: User
 ) -> None:

@@ -24,6 +24,7 @@ def make_settings(**overrides: Any) -> SpawnerSettings:
     values: dict[str, Any] = {
         "max_containers": 2,
         "heartbeat_seconds": 30.0,
+        "ack_wait_seconds": 90.0,
         "retry_delay_seconds": 1.5,
         "max_deliver": 3,
     }
@@ -65,9 +66,17 @@ def queued_record(job: Job) -> ExecutionRecord:
 
 
 class FakeRuntime:
-    def __init__(self, result: RunResult | None = None, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        result: RunResult | None = None,
+        *,
+        delay: float = 0.0,
+        during: Callable[[FakeStore], None] | None = None,
+    ) -> None:
         self.result = result or RunResult("succeeded", exit_code=0, stdout=b"ok\n")
         self.delay = delay
+        self.during = during
+        """Runs while the function runs: what another delivery of the job does meanwhile."""
         self.specs: list[RunSpec] = []
         self.request_ids: list[str | None] = []
         self.statuses_seen: list[str] = []
@@ -80,6 +89,9 @@ class FakeRuntime:
             for (_, execution_id), (record, _) in self.store.records.items():
                 if execution_id == spec.execution_id:
                     self.statuses_seen.append(record.status)
+        if self.during is not None:
+            assert self.store is not None
+            self.during(self.store)
         if self.delay:
             await asyncio.sleep(self.delay)
         return self.result
@@ -102,7 +114,16 @@ class FakeStore:
     """The next this many ``get`` calls fail as if the KV bucket were unreachable."""
     before_update: Callable[[FakeStore], None] | None = None
     """Runs once, just before the next update: a concurrent writer."""
+    max_value: int | None = None
+    """Writes of a larger record fail like a NATS publish over ``max_payload``."""
+    refused: int = 0
+    """How many writes were refused as too large."""
     revision: int = 0
+
+    def _check_size(self, record: ExecutionRecord) -> None:
+        if self.max_value is not None and len(record.model_dump_json().encode()) > self.max_value:
+            self.refused += 1
+            raise nats.errors.MaxPayloadError
 
     def _write(self, user_id: str, record: ExecutionRecord) -> int:
         self.revision += 1
@@ -125,6 +146,7 @@ class FakeStore:
         return self.records.get((user_id, execution_id))
 
     async def create(self, user_id: str, record: ExecutionRecord) -> int:
+        self._check_size(record)
         if (user_id, record.execution_id) in self.records:
             raise RecordConflict(record.execution_id)
         return self._write(user_id, record)
@@ -133,12 +155,14 @@ class FakeStore:
         hook, self.before_update = self.before_update, None
         if hook is not None:
             hook(self)
+        self._check_size(record)
         entry = self.records.get((user_id, record.execution_id))
         if entry is None or entry[1] != revision:
             raise RecordConflict(record.execution_id)
         return self._write(user_id, record)
 
     async def put(self, user_id: str, record: ExecutionRecord) -> int:
+        self._check_size(record)
         return self._write(user_id, record)
 
 

@@ -9,8 +9,16 @@ from typing import Any
 import pytest
 
 from faas_common.contract import ExecutionRecord, Job
+from spawner_service.config import NATS_MAX_PAYLOAD
 from spawner_service.runtime.base import Outcome, RunResult
-from spawner_service.worker import JobHandler, final_record, result_text
+from spawner_service.worker import (
+    HEADER_ROOM,
+    JobHandler,
+    final_record,
+    fit_record,
+    record_size,
+    result_text,
+)
 from tests.unit.spawner.fakes import (
     FakeMsg,
     FakeRuntime,
@@ -23,14 +31,24 @@ from tests.unit.spawner.fakes import (
 
 
 class Harness:
-    def __init__(self, runtime: FakeRuntime | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        runtime: FakeRuntime | None = None,
+        *,
+        max_payload: int = NATS_MAX_PAYLOAD,
+        **settings: Any,
+    ) -> None:
         self.settings = make_settings(**settings)
         self.runtime = runtime or FakeRuntime()
         self.store = FakeStore()
         self.runtime.store = self.store
         self.replies = Replies()
         self.handler = JobHandler(
-            self.settings, runtime=self.runtime, store=self.store, publish=self.replies
+            self.settings,
+            runtime=self.runtime,
+            store=self.store,
+            publish=self.replies,
+            max_payload=lambda: max_payload,
         )
 
     async def handle(self, job: Job, *, delivered: int = 1, queued: bool = True) -> FakeMsg:
@@ -374,3 +392,206 @@ async def test_an_expiry_after_retries_says_what_went_wrong() -> None:
     assert detail is not None
     assert "start deadline" in detail
     assert "engine down" in detail
+
+
+# --- records too large for a NATS message -----------------------------------------------------
+
+RECORD_LIMIT = NATS_MAX_PAYLOAD - HEADER_ROOM
+
+
+@pytest.mark.parametrize(
+    "stdout",
+    [b"a" * 1_048_576 + b"\n", b"\x01" * 200_000],
+    ids=["one-mebibyte-of-text", "control-characters-escaped-six-times"],
+)
+async def test_a_result_too_large_to_store_is_output_too_large(stdout: bytes) -> None:
+    result = RunResult("succeeded", exit_code=0, stdout=stdout, stderr_tail=b"a log line\n")
+    harness = Harness(FakeRuntime(result))
+    job = make_job()
+    msg = await harness.handle(job)
+
+    assert msg.actions == [("ack", None)]
+    record = harness.record(job)
+    assert (record.status, record.error, record.result) == ("failed", "output_too_large", None)
+    assert record.detail is not None
+    assert "too large to store" in record.detail
+    assert record.exit_code == 0
+    assert record.logs == "a log line\n"
+    assert record_size(record) <= RECORD_LIMIT
+    assert harness.replies.sent == [(job.reply_subject, record)]
+
+
+async def test_a_result_that_fits_is_kept_whole() -> None:
+    stdout = b"\x01" * 100_000  # 600 000 bytes as JSON: fits
+    harness = Harness(FakeRuntime(RunResult("succeeded", exit_code=0, stdout=stdout)))
+    job = make_job()
+    await harness.handle(job)
+    record = harness.record(job)
+    assert (record.status, record.result) == ("succeeded", "\x01" * 100_000)
+
+
+def test_logs_are_cut_from_their_beginning_only_as_far_as_needed() -> None:
+    job = make_job()
+    result = RunResult(
+        "function_failed", exit_code=1, stdout=b"small\n", stderr_tail=b"\x01" * 5_000 + b"END"
+    )
+    record = final_record(
+        job, result, created_at=job.enqueued_at, started_at=job.enqueued_at, finished_at=0.0
+    )
+    limit = record_size(record) - 600
+    fitted = fit_record(record, limit)
+    assert fitted.result == "small"  # the result fits once the logs are cut: it is kept
+    assert (fitted.status, fitted.error) == ("failed", "function_failed")
+    assert fitted.logs is not None
+    assert fitted.logs.endswith("\x01END")
+    assert len(fitted.logs) >= 5_003 - 600  # at most as many characters as bytes were over
+    assert record_size(fitted) <= limit
+
+
+async def test_a_record_the_server_refuses_as_too_large_is_replaced_by_a_small_one() -> None:
+    # The connection says it takes 8 MiB, but the server refuses anything over 1 MiB.
+    result = RunResult("succeeded", exit_code=0, stdout=b"\x01" * 200_000, stderr_tail=b"log")
+    harness = Harness(FakeRuntime(result), max_payload=8 * NATS_MAX_PAYLOAD)
+    harness.store.max_value = NATS_MAX_PAYLOAD
+    job = make_job()
+    msg = await harness.handle(job)
+
+    assert msg.actions == [("ack", None)]
+    assert harness.store.refused == 1
+    record = harness.record(job)  # never left "running"
+    assert (record.status, record.error, record.result, record.logs) == (
+        "failed",
+        "output_too_large",
+        None,
+        None,
+    )
+    assert record.detail is not None
+    assert "too large to store" in record.detail
+    assert harness.replies.sent == [(job.reply_subject, record)]
+
+
+# --- the final write is a compare-and-set -----------------------------------------------------
+
+
+async def test_a_record_another_delivery_finished_is_not_overwritten() -> None:
+    job = make_job()
+    theirs = queued_record(job).model_copy(
+        update={"status": "succeeded", "result": "the other delivery's result"}
+    )
+
+    def another_delivery_finishes(store: FakeStore) -> None:
+        store._write(job.user_id, theirs)
+
+    harness = Harness(FakeRuntime(during=another_delivery_finishes))
+    msg = await harness.handle(job)
+
+    assert msg.actions == [("ack", None)]
+    assert harness.record(job) == theirs
+    assert harness.replies.sent == []
+
+
+async def test_a_record_another_delivery_failed_is_not_overwritten() -> None:
+    job = make_job()
+    theirs = queued_record(job).model_copy(
+        update={"status": "failed", "error": "runtime_unavailable", "detail": "gave up"}
+    )
+
+    def another_delivery_gives_up(store: FakeStore) -> None:
+        store._write(job.user_id, theirs)
+
+    harness = Harness(FakeRuntime(during=another_delivery_gives_up))
+    msg = await harness.handle(job)
+
+    assert msg.actions == [("ack", None)]
+    assert harness.record(job) == theirs
+
+
+async def test_a_record_another_delivery_set_running_again_gets_this_result() -> None:
+    job = make_job()
+
+    def another_delivery_starts(store: FakeStore) -> None:
+        current = store.current(job.user_id, job.execution_id)
+        assert current is not None
+        store._write(job.user_id, current)  # running again, new revision
+
+    harness = Harness(FakeRuntime(during=another_delivery_starts))
+    msg = await harness.handle(job)
+
+    assert msg.actions == [("ack", None)]
+    assert (harness.record(job).status, harness.record(job).result) == ("succeeded", "ok")
+    assert len(harness.replies.sent) == 1
+
+
+# --- no second run once the container started -------------------------------------------------
+
+
+async def test_a_docker_failure_after_the_start_fails_the_activation_without_retry() -> None:
+    result = RunResult(
+        "runtime_unavailable",
+        detail="the Docker engine failed while the function ran: connection reset",
+        started=True,
+    )
+    harness = Harness(FakeRuntime(result), max_deliver=3)
+    job = make_job()
+    msg = await harness.handle(job, delivered=1)
+
+    assert msg.actions == [("ack", None)]
+    record = harness.record(job)
+    assert (record.status, record.error) == ("failed", "runtime_unavailable")
+    assert record.detail == result.detail
+    assert harness.store.history == ["running", "failed"]
+    assert harness.replies.sent == [(job.reply_subject, record)]
+
+
+# --- messages handed back without running -----------------------------------------------------
+
+
+async def test_a_message_handed_back_is_nakked_for_another_spawner() -> None:
+    harness = Harness(max_deliver=3)
+    job = make_job()
+    harness.store.seed(job.user_id, queued_record(job))
+    msg = FakeMsg(job.model_dump_json().encode(), delivered=2)
+    await harness.handler.release(msg)
+
+    assert msg.actions == [("nak", None)]
+    assert harness.record(job).status == "queued"
+    assert harness.replies.sent == []
+
+
+@pytest.mark.parametrize("status", ["queued", "running"])
+async def test_a_message_handed_back_on_its_last_delivery_is_terminated_and_failed(
+    status: str,
+) -> None:
+    harness = Harness(max_deliver=3)
+    job = make_job()
+    harness.store.seed(job.user_id, queued_record(job).model_copy(update={"status": status}))
+    msg = FakeMsg(job.model_dump_json().encode(), delivered=3)
+    await harness.handler.release(msg)
+
+    assert msg.actions == [("term", None)]
+    assert harness.runtime.specs == []
+    record = harness.record(job)
+    assert (record.status, record.error) == ("failed", "runtime_unavailable")
+    assert record.detail is not None
+    assert "gave up after 3 attempts" in record.detail
+    assert harness.replies.sent == [(job.reply_subject, record)]
+
+
+async def test_a_final_record_is_left_alone_when_its_message_is_terminated() -> None:
+    harness = Harness(max_deliver=2)
+    job = make_job()
+    done = queued_record(job).model_copy(update={"status": "succeeded", "result": "done"})
+    harness.store.seed(job.user_id, done)
+    msg = FakeMsg(job.model_dump_json().encode(), delivered=2)
+    await harness.handler.release(msg)
+
+    assert msg.actions == [("term", None)]
+    assert harness.record(job) == done
+    assert harness.replies.sent == []
+
+
+async def test_a_poison_message_handed_back_on_its_last_delivery_is_terminated() -> None:
+    harness = Harness(max_deliver=1)
+    msg = FakeMsg(b"not a job", delivered=1)
+    await harness.handler.release(msg)
+    assert msg.actions == [("term", None)]

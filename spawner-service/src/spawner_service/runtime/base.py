@@ -28,7 +28,8 @@ Outcome = Literal[
 - ``timed_out``: still running at its timeout, killed;
 - ``output_too_large``: stdout went over the cap, killed (no partial result is returned);
 - ``image_unavailable``: the image is missing and cannot be pulled, or its reference is invalid;
-- ``runtime_unavailable``: the engine could not be reached (transient: the job is retried).
+- ``runtime_unavailable``: the engine could not be reached or failed. Retried (the job is
+  redelivered) only when the container was never started (``RunResult.started`` false).
 """
 
 PHASES = ("pull", "create", "start", "run", "remove")
@@ -61,6 +62,9 @@ class RunResult:
     """A sentence for people: why it failed (timeout, OOM kill, pull error, ...)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Milliseconds per phase (see ``PHASES``)."""
+    started: bool = False
+    """Whether the container's start was requested: from then on the function may have run (and
+    had its effects), so an activation that failed afterwards is never run again."""
 
 
 class ContainerRuntime(Protocol):

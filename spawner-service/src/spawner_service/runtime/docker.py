@@ -12,13 +12,17 @@ ENTRYPOINT is kept. One run:
    (``output_too_large``), so a function printing forever costs neither memory nor disk (the
    container's log driver is ``none``: nothing is written by the engine either);
 4. wait for the end of the stream and the exit status, bounded by the timeout (killed at the
-   timeout: ``timed_out``); a non-zero status is ``function_failed``;
+   timeout: ``timed_out``; once the stream has ended, the exit status gets ``EXIT_GRACE`` more
+   seconds, so a function that exits right at its timeout is not reported as timed out); a
+   non-zero status is ``function_failed``;
 5. remove the container (forced), whatever happened, also when the run is cancelled.
 
 Every blocking SDK call runs on the runtime's own thread pool (sized for ``max_containers``: the
 stream readers hold a thread each for a whole run, so the loop's small default executor could
 starve them). An engine that cannot be reached is ``runtime_unavailable``; no failure of a
-function or of the engine escapes ``run`` as an exception.
+function or of the engine escapes ``run`` as an exception. Once the container's start has been
+requested the function may have run, so a later engine failure is still ``runtime_unavailable``
+but with ``started`` set: the worker then fails the activation instead of running it again.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ POLL_INTERVAL_MS = 200
 """How often a stream reader waiting for output checks whether it was told to stop."""
 KILL_GRACE = 10.0
 """Seconds to wait for the streams to close after a kill before abandoning the reader."""
+EXIT_GRACE = 2.0
+"""Seconds the exit status may take past the timeout once the output stream has ended."""
 
 
 class EngineUnavailable(Exception):
@@ -431,7 +437,13 @@ class DockerRuntime:
                 timings=timings,
             )
         except OSError as exc:
-            return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
+            # The request may have reached the engine: the function may be running. Not retried.
+            return RunResult(
+                "runtime_unavailable",
+                detail=f"the Docker engine failed while starting the container: {exc}",
+                timings=timings,
+                started=True,
+            )
         timings["start"] = _ms(started)
 
         running = time.monotonic()
@@ -463,7 +475,9 @@ class DockerRuntime:
                 detail=f"stdout went over {self.settings.output_limit_bytes} bytes",
             )
 
-        remaining = max(timeout - (time.monotonic() - running), 0.0)
+        # The stream has ended: the function has exited, or is about to. Near the timeout, its
+        # exit status may need a moment more than what is left: give it EXIT_GRACE.
+        remaining = max(timeout - (time.monotonic() - running), 0.0) + EXIT_GRACE
         waiting = self._thread(client.api.wait, container_id, timeout=remaining + API_TIMEOUT)
         try:
             status = await asyncio.wait_for(asyncio.shield(waiting), remaining)
@@ -478,10 +492,16 @@ class DockerRuntime:
                 running,
                 detail=f"killed after the {timeout:g} s timeout",
             )
-        except APIError as exc:
-            return RunResult("function_failed", detail=_explain(exc), timings=timings)
-        except OSError as exc:
-            return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
+        except (APIError, OSError) as exc:
+            # The function ran (maybe to its end): the activation fails, it is not run again.
+            timings["run"] = _ms(running)
+            return RunResult(
+                "runtime_unavailable",
+                stderr_tail=capture.stderr_tail,
+                detail=f"the Docker engine failed while the function ran: {_explain(exc)}",
+                timings=timings,
+                started=True,
+            )
         timings["run"] = _ms(running)
 
         exit_code = int(status.get("StatusCode", -1))
