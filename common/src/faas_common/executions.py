@@ -7,6 +7,8 @@ compare-and-set on the entry's revision, so exactly one of them wins.
 
 from __future__ import annotations
 
+import secrets
+import time
 from datetime import timedelta
 
 from nats.js import JetStreamContext
@@ -22,15 +24,23 @@ class RecordConflict(Exception):
 
 
 class ExecutionStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        js: JetStreamContext | None = None,
+        *,
+        bucket: str = EXECUTIONS_BUCKET,
+    ) -> None:
         self.kv = kv
+        self._js = js  # needed only to list a user's records
+        self._bucket = bucket
 
     @classmethod
     async def open(cls, js: JetStreamContext, *, replicas: int, ttl_seconds: int) -> ExecutionStore:
         kv = await ensure_kv(
             js, EXECUTIONS_BUCKET, replicas=replicas, ttl=timedelta(seconds=ttl_seconds)
         )
-        return cls(kv)
+        return cls(kv, js)
 
     async def create(self, user_id: str, record: ExecutionRecord) -> int:
         """Store a new record; ``RecordConflict`` if one with this id exists."""
@@ -68,16 +78,38 @@ class ExecutionStore:
             execution_key(user_id, record.execution_id), record.model_dump_json().encode()
         )
 
-    async def list_for_user(self, user_id: str) -> list[ExecutionRecord]:
-        """Every live record of the user (server-side filtered by key prefix)."""
+    async def execution_ids(self, user_id: str) -> list[str]:
+        """Ids of the user's live records, from the bucket's subject index (no consumer)."""
+        if self._js is None:
+            raise RuntimeError("listing records needs the JetStream context")
+        prefix = f"$KV.{self._bucket}.{user_id}."  # a KV bucket is the stream KV_<bucket>
+        info = await self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"{prefix}*")
+        subjects = info.state.subjects or {}
+        return [subject.removeprefix(prefix) for subject in subjects]
+
+    async def list_for_user(
+        self, user_id: str, *, function: str | None = None, limit: int = 20
+    ) -> list[ExecutionRecord]:
+        """The user's newest records (optionally of one function), at most ``limit``.
+
+        Execution ids start with their creation time (``new_execution_id``), so the newest come
+        first by id alone and only the records returned (plus those skipped by ``function``)
+        are read.
+        """
         records: list[ExecutionRecord] = []
-        watcher = await self.kv.watch(f"{user_id}.*", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
+        for execution_id in sorted(await self.execution_ids(user_id), reverse=True):
+            found = await self.get(user_id, execution_id)
+            if found is None:
+                continue  # expired between the index and the read
+            record = found[0]
+            if function is None or record.function == function:
+                records.append(record)
+                if len(records) >= limit:
                     break
-                if entry.value:
-                    records.append(ExecutionRecord.model_validate_json(entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        records.sort(key=lambda record: record.created_at, reverse=True)
         return records
+
+
+def new_execution_id() -> str:
+    """32 hex digits: the creation time in nanoseconds, then 64 random bits (sortable by age)."""
+    return f"{time.time_ns():016x}{secrets.token_hex(8)}"

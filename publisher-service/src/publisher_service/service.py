@@ -34,7 +34,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,7 +46,7 @@ from faas_common.contract import (
     FunctionSnapshot,
     Job,
 )
-from faas_common.executions import RecordConflict
+from faas_common.executions import RecordConflict, new_execution_id
 from publisher_service.exceptions import (
     ActivationError,
     ActivationFailed,
@@ -100,7 +99,11 @@ class RecordStore(Protocol):
 
     async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int: ...
 
-    async def list_for_user(self, user_id: str) -> list[ExecutionRecord]: ...
+    async def list_for_user(
+        self, user_id: str, *, function: str | None, limit: int
+    ) -> list[ExecutionRecord]:
+        """The user's newest records, optionally of one function only, at most ``limit``."""
+        ...
 
 
 class JobQueue(Protocol):
@@ -182,10 +185,6 @@ class Activation:
 
     execution_id: str
     record: ExecutionRecord | None = None
-
-
-def new_execution_id() -> str:
-    return uuid.uuid4().hex
 
 
 def fingerprint(name: str, argument: str, is_async: bool) -> str:
@@ -494,8 +493,4 @@ class Publisher:
         self, user_id: str, *, function: str | None, limit: int
     ) -> list[ExecutionRecord]:
         """The user's records, newest first, optionally of one function only."""
-        records = await self.records.list_for_user(user_id)
-        if function is not None:
-            records = [record for record in records if record.function == function]
-        records.sort(key=lambda record: record.created_at, reverse=True)
-        return records[:limit]
+        return await self.records.list_for_user(user_id, function=function, limit=limit)

@@ -55,9 +55,11 @@ class KvRecordStore:
         with _unavailable("execution store"):
             return await self._store.update(user_id, record, revision=revision)
 
-    async def list_for_user(self, user_id: str) -> list[ExecutionRecord]:
+    async def list_for_user(
+        self, user_id: str, *, function: str | None, limit: int
+    ) -> list[ExecutionRecord]:
         with _unavailable("execution store"):
-            return await self._store.list_for_user(user_id)
+            return await self._store.list_for_user(user_id, function=function, limit=limit)
 
 
 def idempotency_key(user_id: str, key: str) -> str:

@@ -128,10 +128,18 @@ class FakeRecords:
         self.entries[(user_id, record.execution_id)] = (record, revision)
         return revision
 
-    async def list_for_user(self, user_id: str) -> list[ExecutionRecord]:
+    async def list_for_user(
+        self, user_id: str, *, function: str | None, limit: int
+    ) -> list[ExecutionRecord]:
         if self.failing:
             raise RuntimeUnavailable()
-        return [record for (owner, _), (record, _) in self.entries.items() if owner == user_id]
+        records = [
+            record
+            for (owner, _), (record, _) in self.entries.items()
+            if owner == user_id and (function is None or record.function == function)
+        ]
+        records.sort(key=lambda record: record.created_at, reverse=True)
+        return records[:limit]
 
     def record(self, user_id: str, execution_id: str) -> ExecutionRecord:
         return self.entries[(user_id, execution_id)][0]
