@@ -9,6 +9,8 @@ read from ``JWT_PUBLIC_KEY_FILE`` or fetched from ``JWT_JWKS_URL`` (cached; refe
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import time
 from contextlib import AsyncExitStack
@@ -55,9 +57,6 @@ def key_id(public_key: RSAPublicKey) -> str:
     canonical = json.dumps(
         {"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}, separators=(",", ":"), sort_keys=True
     )
-    import base64
-    import hashlib
-
     digest = hashlib.sha256(canonical.encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 

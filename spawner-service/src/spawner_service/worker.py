@@ -208,11 +208,8 @@ def _default_max_payload() -> int:
 
 
 def _last_delivery(msg: JobMessage, max_deliver: int) -> bool:
-    try:
-        delivered = int(msg.metadata.num_delivered)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return delivered >= max_deliver
+    delivered = _attempt(msg)
+    return delivered is not None and delivered >= max_deliver
 
 
 class JobHandler:
