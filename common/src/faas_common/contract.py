@@ -1,14 +1,23 @@
-"""The messaging contract: every subject, stream and bucket name, and the messages on them.
+"""The messaging contract: every subject, stream and bucket name, header, and the messages on
+them, plus the ``EXECUTIONS`` stream's set-up that the publisher and the spawner both run.
 
-Producers and consumers import these names and models; nobody builds this JSON by hand.
+Producers and consumers import these names and models; nobody builds this JSON by hand. Importing
+this module loads pydantic and nats-py only (no web framework, no database driver).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import TYPE_CHECKING, Literal
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+    from nats.js.api import StreamInfo
+
+    from faas_common.settings import CommonSettings
 
 FUNCTIONS_BUCKET = "functions"
 """KV read model of the registry: key ``<user_id>.<function_name>``, value ``FunctionSnapshot``."""
@@ -23,6 +32,28 @@ with the executions' TTL: a retried activation finds the execution its first att
 EXECUTIONS_STREAM = "EXECUTIONS"
 EXEC_SUBJECT_PREFIX = "faas.exec"
 SPAWNER_CONSUMER = "spawners"
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+"""A job's execution id: JetStream drops a second publish of it inside the duplicate window."""
+REQUEST_ID_HEADER = "X-Request-ID"
+"""The HTTP request id, carried on the job message (and in the job) to the spawner's logs."""
+STREAM_FULL = 10077
+"""JetStream ``err_code`` of a publish refused by the stream's limits (total or per subject)."""
+HEADER_ROOM = 4_096
+"""Bytes of a NATS message kept for its headers (``Nats-Msg-Id``, ``X-Request-ID``, a KV
+update's expected revision): a job or a record may use ``max_payload`` minus this."""
+DUPLICATE_WINDOW_SECONDS = 900.0
+"""The stream's duplicate window (capped by ``JOB_MAX_AGE_SECONDS``). A publisher may publish a
+job again (a keyed retry after its first publisher died) until the job's start deadline, so
+every queue timeout must fit inside it."""
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""One subject or key token we mint or accept: execution ids, instance ids, function names."""
+ID_RE = re.compile(ID_PATTERN)
+
+PHASES = ("queue", "pull", "create", "start", "run", "remove")
+"""Keys of an execution record's ``timings`` (milliseconds); a phase that did not happen is
+absent. ``queue`` is measured by the spawner, the others by its container runtime."""
 
 
 def function_key(user_id: str, name: str) -> str:
@@ -57,6 +88,24 @@ MANAGED_LABEL = "faas.managed-by"
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "timed_out", "rejected"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "timed_out", "rejected"})
 
+ErrorCode = Literal[
+    "function_failed",
+    "timed_out",
+    "output_too_large",
+    "image_unavailable",
+    "runtime_unavailable",
+    "concurrency_limit",
+]
+"""Why an execution did not succeed (a record's ``error``):
+
+- ``function_failed``: non-zero exit (also killed for memory, or no such executable);
+- ``timed_out``: killed at the function's timeout, or not started before the start deadline;
+- ``output_too_large``: stdout over the cap, or a record too large to store;
+- ``image_unavailable``: the image is missing and cannot be pulled;
+- ``runtime_unavailable``: no worker could run it (NATS or the Docker engine failed);
+- ``concurrency_limit``: refused at admission (status ``rejected``).
+"""
+
 
 def reply_subject(instance_id: str, execution_id: str) -> str:
     return f"{REPLY_SUBJECT_PREFIX}.{instance_id}.{execution_id}"
@@ -67,15 +116,15 @@ def execution_key(user_id: str, execution_id: str) -> str:
     return f"{user_id}.{execution_id}"
 
 
-def executions_stream_config(
-    *, max_in_flight: int, max_in_flight_per_user: int, replicas: int, max_age: float
-) -> StreamConfig:
+def executions_stream_config(settings: CommonSettings) -> StreamConfig:
     """The ``EXECUTIONS`` stream. A job stays in it until its activation is finished, so its
-    message limits are the concurrency limits: a publish into a full stream is refused.
+    message limits are the concurrency limits (``MAX_IN_FLIGHT``, ``MAX_IN_FLIGHT_PER_USER``):
+    a publish into a full stream is refused.
 
-    ``max_age`` (seconds, ``JOB_MAX_AGE_SECONDS``) is a backstop: a job that was never acked nor
+    ``max_age`` (``JOB_MAX_AGE_SECONDS``) is a backstop: a job that was never acked nor
     terminated (its deliveries used up by spawners that died) is dropped after it, instead of
     holding a slot of the limits forever."""
+    max_age = float(settings.job_max_age_seconds)
     return StreamConfig(
         name=EXECUTIONS_STREAM,
         subjects=[f"{EXEC_SUBJECT_PREFIX}.>"],
@@ -83,12 +132,20 @@ def executions_stream_config(
         storage=StorageType.FILE,
         discard=DiscardPolicy.NEW,
         discard_new_per_subject=True,
-        max_msgs=max_in_flight,
-        max_msgs_per_subject=max_in_flight_per_user,
-        num_replicas=replicas,
-        duplicate_window=120.0,
+        max_msgs=settings.max_in_flight,
+        max_msgs_per_subject=settings.max_in_flight_per_user,
+        num_replicas=settings.nats_replicas,
+        duplicate_window=min(DUPLICATE_WINDOW_SECONDS, max_age),
         max_age=max_age,
     )
+
+
+async def ensure_executions_stream(js: JetStreamContext, settings: CommonSettings) -> StreamInfo:
+    """Create the ``EXECUTIONS`` stream or bring its limits in line (every publisher and spawner
+    runs this at start-up with the shared settings)."""
+    from faas_common.nats import ensure_stream
+
+    return await ensure_stream(js, executions_stream_config(settings))
 
 
 class Job(BaseModel):
@@ -114,12 +171,14 @@ class ExecutionRecord(BaseModel):
     result: str | None = None
     exit_code: int | None = None
     logs: str | None = None
-    error: str | None = None
-    """A code (``function_failed``, ``timed_out``, ...) when the activation did not succeed."""
+    error: ErrorCode | None = None
+    """Why the activation did not succeed (see ``ErrorCode``)."""
     detail: str | None = None
     """A sentence for people about ``error`` (killed at the timeout, out of memory, pull error)."""
     duration_ms: float | None = None
     timings: dict[str, float] = Field(default_factory=dict)
-    """Milliseconds per phase: queue, pull, create, start, run, remove."""
+    """Milliseconds per phase (``PHASES``)."""
     created_at: float
+    start_deadline: float | None = None
+    """Epoch seconds: a record still ``queued`` after it is ``timed_out`` (nobody started it)."""
     finished_at: float | None = None

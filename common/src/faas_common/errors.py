@@ -1,22 +1,23 @@
 """One error shape for every service: ``{"detail": "...", "code": "snake_case"}``.
 
-Hierarchy::
+Hierarchy (the services' own errors subclass these; ``Retry-After`` where marked)::
 
     ServiceError (status, code, detail)
     ├── BadRequest            400 bad_request
     ├── Unauthorized          401 unauthorized / invalid_credentials / invalid_token
-    ├── Forbidden             403 forbidden
     ├── NotFound              404 not_found / function_not_found / execution_not_found
-    ├── Conflict              409 conflict / username_taken / function_exists
+    ├── Conflict              409 conflict / username_taken / function_exists /
+    │                             idempotency_key_reused
     ├── PayloadTooLarge       413 payload_too_large / argument_too_large
-    ├── TooManyRequests       429 concurrency_limit (carries Retry-After)
-    ├── DependencyUnavailable 503 service_unavailable / runtime_unavailable
+    ├── TooManyRequests       429 too_many_requests / concurrency_limit      (Retry-After: 1)
+    ├── BadGateway            502 function_failed / output_too_large / image_unavailable
+    ├── DependencyUnavailable 503 service_unavailable / runtime_unavailable  (Retry-After: 2)
     └── GatewayTimeout        504 timed_out
 
 ``install_error_handlers(app)`` renders these, FastAPI's validation errors (422, the list kept
 under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405, ...), lost database
 connections and refused sockets (503 ``service_unavailable``) and, as a last resort, any unexpected
-exception as a JSON 500 that is logged with its traceback.
+exception as a JSON 500 that is logged with its traceback. Every 5xx is logged with its cause.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("faas.errors")
@@ -43,6 +43,8 @@ class ServiceError(Exception):
     status_code: int = 500
     code: str = "internal_error"
     detail: str = "Internal server error"
+    retry_after: int | None = None
+    """Seconds for a ``Retry-After`` header (an error worth retrying as such)."""
 
     def __init__(
         self,
@@ -54,7 +56,9 @@ class ServiceError(Exception):
     ) -> None:
         self.detail = detail if detail is not None else type(self).detail
         self.code = code if code is not None else type(self).code
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if self.retry_after is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after))
         self.body = body or {}
         super().__init__(self.detail)
 
@@ -72,12 +76,6 @@ class Unauthorized(ServiceError):
 
     def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
-
-
-class Forbidden(ServiceError):
-    status_code = 403
-    code = "forbidden"
-    detail = "Forbidden"
 
 
 class NotFound(ServiceError):
@@ -102,17 +100,20 @@ class TooManyRequests(ServiceError):
     status_code = 429
     code = "too_many_requests"
     detail = "Too many requests"
+    retry_after = 1
 
-    def __init__(
-        self, detail: str | None = None, *, code: str | None = None, retry_after: int = 1
-    ) -> None:
-        super().__init__(detail, code=code, headers={"Retry-After": str(retry_after)})
+
+class BadGateway(ServiceError):
+    status_code = 502
+    code = "bad_gateway"
+    detail = "An upstream failed"
 
 
 class DependencyUnavailable(ServiceError):
     status_code = 503
     code = "service_unavailable"
     detail = "A dependency of this service is unavailable"
+    retry_after = 2
 
 
 class GatewayTimeout(ServiceError):
@@ -133,8 +134,16 @@ def _status_code_name(status: int) -> str:
     return re.sub(r"[^a-z0-9]+", "_", phrase).strip("_")
 
 
-async def _service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if exc.status_code >= 500:
+        logger.warning(
+            "answered %d %s: %s",
+            exc.status_code,
+            exc.code,
+            exc.detail,
+            extra={"path": request.url.path, "cause": repr(exc.__cause__ or exc.__context__)},
+        )
     return JSONResponse(
         error_body(exc.detail, exc.code, **exc.body),
         status_code=exc.status_code,
@@ -179,17 +188,26 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 _CONNECTION_HINTS = ("connect", "connection", "too many clients", "shutting down", "timeout")
 
 
-async def _dependency_error(_: Request, exc: Exception) -> JSONResponse:
-    """Lost database connections and refused sockets: the service is fine, a dependency is not."""
-    if isinstance(exc, DBAPIError) and not isinstance(exc, OperationalError | InterfaceError):
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A lost database connection is a 503; any other database error is unexpected."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    assert isinstance(exc, DBAPIError)
+    if not isinstance(exc, OperationalError | InterfaceError):
         text = str(exc.orig or exc).lower()
         if not exc.connection_invalidated and not any(hint in text for hint in _CONNECTION_HINTS):
-            return await _unexpected_error(_, exc)
+            return await _unexpected_error(request, exc)
+    return await _dependency_error(request, exc)
+
+
+async def _dependency_error(_: Request, exc: Exception) -> JSONResponse:
+    """Refused sockets and lost connections: the service is fine, a dependency is not."""
     logger.warning("dependency unavailable: %s", exc)
+    unavailable = DependencyUnavailable()
     return JSONResponse(
-        error_body("A dependency of this service is unavailable", "service_unavailable"),
-        status_code=503,
-        headers={"Retry-After": "1"},
+        error_body(unavailable.detail, unavailable.code),
+        status_code=unavailable.status_code,
+        headers=unavailable.headers,
     )
 
 
@@ -202,6 +220,11 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(DBAPIError, _dependency_error)
+    try:  # only the services with a database install SQLAlchemy (the ``db`` extra)
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:
+        pass
+    else:
+        app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(OSError, _dependency_error)
     app.add_exception_handler(Exception, _unexpected_error)

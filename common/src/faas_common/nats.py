@@ -3,6 +3,10 @@
 Clients get the full server list. The first connection is bounded (services start in any order:
 retry with capped exponential backoff for ``connect_timeout`` seconds, then fail loudly); once
 connected, the client reconnects forever.
+
+JetStream requests (a publish, a KV read or write) fail for a few seconds whenever a stream's
+leader is elected (measured: 4-7.5 s). ``retrying`` repeats one within a ``RetryBudget`` sized
+for a 10 s election; what is still failing after it is the caller's to turn into an error.
 """
 
 from __future__ import annotations
@@ -10,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import (
+    BucketNotFoundError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 logger = logging.getLogger("faas.nats")
@@ -24,13 +36,84 @@ logger = logging.getLogger("faas.nats")
 FIRST_ATTEMPT_TIMEOUT = 5.0
 MAX_BACKOFF = 5.0
 
+T = TypeVar("T")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+    TimeoutError,
+)
+"""Failures of one JetStream request that the next attempt may not see (no leader yet, a
+reconnect in progress): worth a retry within a ``RetryBudget``."""
+
+NATS_ERRORS: tuple[type[BaseException], ...] = (nats.errors.Error, TimeoutError, OSError)
+"""Every way a NATS call can fail (what a caller maps to "unavailable")."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How long one JetStream operation is retried: long enough to span a leader election."""
+
+    total: float = 12.0
+    """Seconds from the first attempt after which no new attempt starts (elections take up to
+    ~10 s)."""
+    attempt: float = 2.5
+    """Seconds one attempt may take (a request to a stream with no leader never answers)."""
+    backoff: float = 0.25
+    """Pause before the second attempt; it doubles up to one second."""
+
+
+async def retrying(
+    operation: Callable[[int], Awaitable[T]], budget: RetryBudget, *, what: str
+) -> T:
+    """``operation(attempt)`` (1, 2, ...) until it returns, repeated on ``TRANSIENT_ERRORS``
+    within ``budget``; the last such error is raised when the budget is spent. ``attempt`` lets
+    an operation recognise its own earlier write (it may have landed though its answer did not).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget.total
+    pause = budget.backoff
+    attempt = 1
+    while True:
+        remaining = deadline - loop.time()
+        try:
+            return await asyncio.wait_for(operation(attempt), min(budget.attempt, remaining))
+        except TRANSIENT_ERRORS as exc:
+            if loop.time() + pause >= deadline:
+                logger.warning(
+                    "nats operation failed for its whole retry budget",
+                    extra={"operation": what, "attempts": attempt, "error": repr(exc)},
+                )
+                raise
+            logger.info(
+                "nats operation failed: retrying",
+                extra={"operation": what, "attempt": attempt, "error": repr(exc)},
+            )
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
+        attempt += 1
+
 
 class NatsUnavailable(RuntimeError):
     """No NATS server answered within the start-up budget."""
 
 
-async def connect_nats(servers: list[str], *, name: str, connect_timeout: float = 60.0) -> NATS:
-    """Connect to the first reachable server of ``servers`` (bounded), then reconnect forever."""
+ReconnectHook = Callable[[], Awaitable[None]]
+
+
+async def connect_nats(
+    servers: list[str],
+    *,
+    name: str,
+    connect_timeout: float = 60.0,
+    on_reconnect: list[ReconnectHook] | None = None,
+) -> NATS:
+    """Connect to the first reachable server of ``servers`` (bounded), then reconnect forever.
+
+    ``on_reconnect``: run after every reconnect (the list may be filled after this returns)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + connect_timeout
     backoff = 0.1
@@ -41,6 +124,11 @@ async def connect_nats(servers: list[str], *, name: str, connect_timeout: float 
 
     async def _reconnected() -> None:
         logger.info("nats reconnected", extra={"client": name})
+        for hook in on_reconnect or ():
+            try:
+                await hook()
+            except Exception:
+                logger.exception("reconnect hook failed", extra={"client": name})
 
     async def _error(exc: Exception) -> None:
         logger.debug("nats error: %s", exc, extra={"client": name})

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from faas_common.nats import RetryBudget
+
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "postgres"})
 
 
@@ -43,6 +45,15 @@ class CommonSettings(BaseSettings):
     nats_url: str = Field("nats://127.0.0.1:4222", validation_alias=_alias("NATS_URL"))
     nats_connect_timeout: float = Field(60.0, gt=0, validation_alias=_alias("NATS_CONNECT_TIMEOUT"))
     nats_replicas: int = Field(1, ge=1, le=5, validation_alias=_alias("NATS_REPLICAS"))
+    nats_retry_seconds: float = Field(
+        12.0, ge=0.1, le=120, validation_alias=_alias("NATS_RETRY_SECONDS")
+    )
+    """How long a JetStream request (a job publish, a record write) is retried before the
+    call fails: longer than a leader election (4-7.5 s measured, budgeted for 10 s)."""
+    nats_attempt_seconds: float = Field(
+        2.5, gt=0, le=60, validation_alias=_alias("NATS_ATTEMPT_SECONDS")
+    )
+    """How long one attempt of such a request may take."""
     jwt_public_key_file: Path | None = Field(None, validation_alias=_alias("JWT_PUBLIC_KEY_FILE"))
     jwt_jwks_url: str | None = Field(None, validation_alias=_alias("JWT_JWKS_URL"))
     jwt_issuer: str = Field("faas-auth", validation_alias=_alias("JWT_ISSUER"))
@@ -66,6 +77,10 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @property
+    def retry_budget(self) -> RetryBudget:
+        return RetryBudget(total=self.nats_retry_seconds, attempt=self.nats_attempt_seconds)
 
     @property
     def nats_servers(self) -> list[str]:

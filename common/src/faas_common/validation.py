@@ -29,9 +29,11 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from faas_common.contract import ID_PATTERN
+
 IMAGE_NAME_MAX_LENGTH = 255
 
-FUNCTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+FUNCTION_NAME_PATTERN = ID_PATTERN
 """A function's name: one token of a KV key or subject (no ``.``, ``*``, ``>`` or spaces)."""
 
 _ALNUM = r"[a-z0-9]+"

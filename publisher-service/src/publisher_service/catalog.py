@@ -7,7 +7,10 @@ network hop. A name that is not in memory yet is read from the bucket directly (
 function is callable as soon as the registry answered 201, even before the watcher saw it.
 
 If the watch ends or fails it is started again and the dict is rebuilt from the next full load
-(a key deleted meanwhile disappears).
+(a key deleted meanwhile disappears). After the NATS connection comes back (``rebuild``, on the
+client's reconnect) the watch is started again too: a restarted server has forgotten the
+watch's consumer without telling the client, so the old watch would stay silent while deletes
+happen. Until the new load finishes, lookups read the bucket.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ class FunctionCache:
             self._task = asyncio.create_task(self._run(), name="functions-watch")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._loaded.wait(), timeout=wait)
+
+    async def rebuild(self) -> None:
+        """Forget everything and load the bucket again from a new watch."""
+        await self.stop()
+        self._functions = {}
+        self._loaded.clear()
+        self._task = asyncio.create_task(self._run(), name="functions-watch")
+        logger.info("function cache rebuilt after a NATS reconnect: reloading the functions")
 
     async def stop(self) -> None:
         task, self._task = self._task, None

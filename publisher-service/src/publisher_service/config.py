@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from faas_common.contract import DUPLICATE_WINDOW_SECONDS, ID_PATTERN
 from faas_common.settings import CommonSettings
 
 MAX_HISTORY_LIMIT = 100
@@ -57,7 +58,7 @@ class PublisherSettings(CommonSettings):
     )
     instance_id: str = Field(
         default_factory=_instance_id,
-        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        pattern=ID_PATTERN,
         description="This instance's reply subject token: faas.reply.<instance_id>.*",
     )
     history_limit: int = Field(
@@ -67,12 +68,22 @@ class PublisherSettings(CommonSettings):
         description="Records GET /publisher/executions returns when no limit is given.",
     )
     nats_timeout: float = Field(
-        5.0, gt=0, description="Seconds one JetStream request (publish, KV read or write) may take."
+        5.0,
+        gt=0,
+        description="Seconds a JetStream management request (stream and bucket set-up) may take; "
+        "publishes and record writes use NATS_ATTEMPT_SECONDS / NATS_RETRY_SECONDS.",
     )
-    publish_attempts: int = Field(
-        3,
-        ge=1,
-        le=10,
-        description="Attempts to queue a job when JetStream times out or has no responders "
-        "(safe: the execution id is the Nats-Msg-Id, so a retry never enqueues twice).",
-    )
+
+    @model_validator(mode="after")
+    def _queue_timeouts_fit_the_duplicate_window(self) -> PublisherSettings:
+        # A keyed retry may publish a job again until its start deadline: the stream must still
+        # know the first publish's Nats-Msg-Id then, or the function could run twice.
+        window = min(DUPLICATE_WINDOW_SECONDS, float(self.job_max_age_seconds))
+        longest = max(self.queue_timeout_seconds, self.async_queue_timeout_seconds)
+        if longest > window:
+            raise ValueError(
+                f"PUBLISHER_ASYNC_QUEUE_TIMEOUT_SECONDS / PUBLISHER_QUEUE_TIMEOUT_SECONDS "
+                f"({longest:g}) must be at most the job stream's duplicate window ({window:g} s: "
+                f"{DUPLICATE_WINDOW_SECONDS:g} s, capped by JOB_MAX_AGE_SECONDS)"
+            )
+        return self

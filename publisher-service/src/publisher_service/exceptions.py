@@ -1,26 +1,34 @@
-"""Domain errors of publisher-service (all ``faas_common.ServiceError``).
+"""Domain errors of publisher-service: ``faas_common.errors`` classes with the publisher's codes.
 
-Hierarchy::
+Hierarchy (``ActivationError`` carries the execution record, when there is one, under
+``"execution"`` in the body)::
 
     ServiceError
-    ├── NotFound ─┬ FunctionNotFound          404 function_not_found
-    │             └ ExecutionNotFound         404 execution_not_found
-    ├── Conflict ── IdempotencyKeyReused      409 idempotency_key_reused
-    ├── PayloadTooLarge ── ArgumentTooLarge   413 argument_too_large
-    └── ActivationError (the execution record, when there is one, under "execution")
-        ├── ConcurrencyLimit                  429 concurrency_limit (Retry-After: 1)
-        ├── ActivationFailed                  502 function_failed / output_too_large /
-        │                                         image_unavailable
-        ├── RuntimeUnavailable                503 runtime_unavailable (no spawner, NATS down)
-        └── ActivationTimedOut                504 timed_out
+    ├── NotFound ─┬ FunctionNotFound                  404 function_not_found
+    │             └ ExecutionNotFound                 404 execution_not_found
+    ├── Conflict ── IdempotencyKeyReused              409 idempotency_key_reused
+    ├── PayloadTooLarge ── ArgumentTooLarge           413 argument_too_large
+    └── ActivationError
+        ├── ConcurrencyLimit    (TooManyRequests)     429 concurrency_limit     Retry-After: 1
+        ├── ActivationFailed    (BadGateway)          502 function_failed / output_too_large /
+        │                                                 image_unavailable
+        ├── RuntimeUnavailable  (DependencyUnavailable) 503 runtime_unavailable Retry-After: 2
+        └── ActivationTimedOut  (GatewayTimeout)      504 timed_out
 """
 
 from __future__ import annotations
 
 from faas_common.contract import ExecutionRecord
-from faas_common.errors import Conflict, NotFound, PayloadTooLarge, ServiceError
-
-RETRY_AFTER_SECONDS = 1
+from faas_common.errors import (
+    BadGateway,
+    Conflict,
+    DependencyUnavailable,
+    GatewayTimeout,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    TooManyRequests,
+)
 
 
 class FunctionNotFound(NotFound):
@@ -52,39 +60,27 @@ class ActivationError(ServiceError):
         *,
         code: str | None = None,
         execution: ExecutionRecord | None = None,
-        headers: dict[str, str] | None = None,
     ) -> None:
         body = {"execution": execution.model_dump(mode="json")} if execution is not None else None
-        super().__init__(detail, code=code, headers=headers, body=body)
+        super().__init__(detail, code=code, body=body)
         self.execution = execution
 
 
-class ConcurrencyLimit(ActivationError):
-    status_code = 429
+class ConcurrencyLimit(ActivationError, TooManyRequests):
     code = "concurrency_limit"
     detail = "Too many activations in flight (cluster-wide or for this user): retry later"
 
-    def __init__(
-        self, detail: str | None = None, *, execution: ExecutionRecord | None = None
-    ) -> None:
-        super().__init__(
-            detail, execution=execution, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-        )
 
-
-class ActivationFailed(ActivationError):
-    status_code = 502
+class ActivationFailed(ActivationError, BadGateway):
     code = "function_failed"
     detail = "The function failed"
 
 
-class RuntimeUnavailable(ActivationError):
-    status_code = 503
+class RuntimeUnavailable(ActivationError, DependencyUnavailable):
     code = "runtime_unavailable"
     detail = "The activation runtime (NATS, spawners) is unavailable"
 
 
-class ActivationTimedOut(ActivationError):
-    status_code = 504
+class ActivationTimedOut(ActivationError, GatewayTimeout):
     code = "timed_out"
     detail = "The activation timed out"

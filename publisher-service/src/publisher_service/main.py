@@ -18,15 +18,11 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from faas_common.contract import (
-    FUNCTIONS_BUCKET,
-    IDEMPOTENCY_BUCKET,
-    executions_stream_config,
-)
-from faas_common.executions import ExecutionStore
+from faas_common.contract import FUNCTIONS_BUCKET, IDEMPOTENCY_BUCKET, ensure_executions_stream
+from faas_common.executions import ExecutionStore, RecordStore
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import connect_nats, drain_nats, ensure_kv, ensure_stream
+from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
 from faas_common.security import open_token_verifier
 from publisher_service.catalog import FunctionCache
 from publisher_service.config import PublisherSettings
@@ -39,9 +35,8 @@ from publisher_service.service import (
     JobQueue,
     Limits,
     Publisher,
-    RecordStore,
 )
-from publisher_service.stores import KvIdempotencyStore, KvRecordStore
+from publisher_service.stores import KvIdempotencyStore
 
 SERVICE = "publisher-service"
 
@@ -71,23 +66,23 @@ def limits_from(settings: PublisherSettings) -> Limits:
 
 async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -> Backends:
     """The NATS adapters, their clean-up pushed on ``stack``."""
+    on_reconnect: list[ReconnectHook] = []
     nc = await connect_nats(
-        settings.nats_servers, name=SERVICE, connect_timeout=settings.nats_connect_timeout
+        settings.nats_servers,
+        name=SERVICE,
+        connect_timeout=settings.nats_connect_timeout,
+        on_reconnect=on_reconnect,
     )
     stack.push_async_callback(drain_nats, nc)
     js = nc.jetstream(timeout=settings.nats_timeout)
-    await ensure_stream(
-        js,
-        executions_stream_config(
-            max_in_flight=settings.max_in_flight,
-            max_in_flight_per_user=settings.max_in_flight_per_user,
-            replicas=settings.nats_replicas,
-            max_age=settings.job_max_age_seconds,
-        ),
-    )
+    await ensure_executions_stream(js, settings)
+    budget = settings.retry_budget
     ttl = timedelta(seconds=settings.execution_ttl_seconds)
     store = await ExecutionStore.open(
-        js, replicas=settings.nats_replicas, ttl_seconds=settings.execution_ttl_seconds
+        js,
+        replicas=settings.nats_replicas,
+        ttl_seconds=settings.execution_ttl_seconds,
+        budget=budget,
     )
     idempotency_kv = await ensure_kv(
         js, IDEMPOTENCY_BUCKET, replicas=settings.nats_replicas, ttl=ttl
@@ -97,6 +92,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     catalog = FunctionCache(functions_kv)
     await catalog.start(wait=settings.nats_timeout)
     stack.push_async_callback(catalog.stop)
+    on_reconnect.append(catalog.rebuild)
 
     replies = ReplyRegistry(settings.instance_id)
     await nc.subscribe(replies.wildcard, cb=replies.handle)
@@ -107,11 +103,9 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     )
     return Backends(
         catalog=catalog,
-        records=KvRecordStore(store),
-        queue=NatsJobQueue(
-            nc, js, timeout=settings.nats_timeout, attempts=settings.publish_attempts
-        ),
-        idempotency=KvIdempotencyStore(idempotency_kv),
+        records=store,
+        queue=NatsJobQueue(nc, js, budget=budget),
+        idempotency=KvIdempotencyStore(idempotency_kv, budget=budget),
         replies=replies,
     )
 

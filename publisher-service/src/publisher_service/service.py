@@ -10,16 +10,25 @@ An activation (``Publisher.publish``), in order:
 3. an ``Idempotency-Key``, when given, is claimed atomically for this user: a key already
    claimed by the same request answers with that execution instead of running again, a key
    claimed by a different request is a 409;
-4. the record is created ``queued``;
+4. the record is created ``queued`` (an unreachable store is a 503: nothing is queued);
 5. the job is published to ``faas.exec.<user_id>`` with the execution id as ``Nats-Msg-Id``. The
    ``EXECUTIONS`` stream's message limits are the concurrency limits, so a full stream is a 429
    (the record says ``rejected``); any other failure is a 503 (the record says ``failed``);
 6. async: the execution id is the answer. Sync: the call waits for the reply on this instance's
    reply subject, reading the record now and then (a lost reply, a retry served by another
    instance). When the start deadline passes and the record is still ``queued``, the call takes
-   it to ``timed_out`` by compare-and-set (so exactly one of this call and a spawner starting the
-   job wins) and drops the job from the stream; when the result deadline (start deadline +
-   function timeout + grace) passes, the answer is the record as it is then.
+   it to ``timed_out`` (``faas_common.executions.expired``: exactly one of this call and a
+   spawner starting the job wins) and drops the job from the stream; when the result deadline
+   (start deadline + function timeout + grace) passes, the answer is the record as it is then.
+
+Crash safety. A publisher may die anywhere between 3 and 5. A keyed retry (on any replica)
+resumes the first attempt where it stopped: it finds the claim, writes the record if it is
+missing, and publishes the same job again while the record is still ``queued`` and its start
+deadline is ahead (the same ``Nats-Msg-Id``: if the first publish did land, the stream drops the
+copy, its duplicate window covering every start deadline), then follows it. A ``queued`` record
+whose job never reached the stream and that nobody retries is expired by whoever reads it
+after its start deadline (``get_execution``, ``list_executions``): no record is ever seen
+``queued`` past its start deadline.
 
 The ports below are what this module needs from the outside world; the NATS adapters live in
 ``catalog.py``, ``jobs.py``, ``stores.py`` and ``replies.py``, and unit tests use small fakes.
@@ -32,7 +41,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,13 +48,19 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from faas_common.contract import (
-    TERMINAL_STATUSES,
-    ExecutionRecord,
-    FunctionSnapshot,
-    Job,
+from faas_common.contract import ID_RE, ErrorCode, ExecutionRecord, FunctionSnapshot, Job
+from faas_common.executions import (
+    RecordConflict,
+    RecordStore,
+    StoreUnavailable,
+    expired,
+    expired_record,
+    is_final,
+    new_execution_id,
+    queued_if_new,
+    rejected,
+    transition,
 )
-from faas_common.executions import RecordConflict, new_execution_id
 from publisher_service.exceptions import (
     ActivationError,
     ActivationFailed,
@@ -62,17 +76,15 @@ from publisher_service.timing import PhaseTimer
 
 logger = logging.getLogger("publisher.service")
 
-EXECUTION_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
 FAILURE_DETAILS = {
     "function_failed": "The function exited with a non-zero status",
     "output_too_large": "The function's output exceeded the result size limit",
     "image_unavailable": "The function's image is unavailable (it could not be pulled)",
 }
-NOT_STARTED_DETAIL = "No worker started the activation before its deadline"
 REJECTED_DETAIL = "Too many activations in flight (cluster-wide or for this user): retry later"
 NOT_QUEUED_DETAIL = "The activation could not be queued (NATS JetStream unavailable)"
 STILL_RUNNING_DETAIL = "The activation is still running after its deadline"
+RECORDS_UNAVAILABLE = "The execution records (NATS) are unavailable"
 
 
 # --- Ports ------------------------------------------------------------------------------------
@@ -85,25 +97,6 @@ class QueueFull(Exception):
 class FunctionCatalog(Protocol):
     async def resolve(self, user_id: str, name: str) -> FunctionSnapshot | None:
         """The user's function called ``name``, or None. ``RuntimeUnavailable`` on failure."""
-
-
-class RecordStore(Protocol):
-    """Execution records (``faas_common.executions.ExecutionStore`` has this shape).
-
-    Compare-and-set failures raise ``RecordConflict``; an unreachable store ``RuntimeUnavailable``.
-    """
-
-    async def create(self, user_id: str, record: ExecutionRecord) -> int: ...
-
-    async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None: ...
-
-    async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int: ...
-
-    async def list_for_user(
-        self, user_id: str, *, function: str | None, limit: int
-    ) -> list[ExecutionRecord]:
-        """The user's newest records, optionally of one function only, at most ``limit``."""
-        ...
 
 
 class JobQueue(Protocol):
@@ -129,6 +122,8 @@ class IdempotencyClaim(BaseModel):
     execution_id: str
     fingerprint: str
     start_deadline: float | None = None
+    enqueued_at: float | None = None
+    """When the first attempt made the job (a keyed retry rebuilds the same job from it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,18 +254,13 @@ class Publisher:
         queue_timeout = (
             self.limits.async_queue_timeout if request.is_async else self.limits.queue_timeout
         )
-        start_deadline = created_at + queue_timeout
         execution_id = new_execution_id()
-        reply_to = None if request.is_async else self.replies.subject(execution_id)
-        job = Job(
-            execution_id=execution_id,
-            user_id=request.user_id,
-            function=function,
-            argument=request.argument,
-            reply_subject=reply_to,
+        job = self._job(
+            request,
+            function,
+            execution_id,
             enqueued_at=created_at,
-            start_deadline=start_deadline,
-            request_id=request.request_id,
+            start_deadline=created_at + queue_timeout,
         )
         job_bytes = len(job.model_dump_json().encode())
         if job_bytes > (max_job_bytes := self.queue.max_job_bytes()):
@@ -284,90 +274,120 @@ class Publisher:
             claim = IdempotencyClaim(
                 execution_id=execution_id,
                 fingerprint=fingerprint(request.name, request.argument, request.is_async),
-                start_deadline=start_deadline,
+                start_deadline=job.start_deadline,
+                enqueued_at=job.enqueued_at,
             )
             outcome = await self.idempotency.claim(request.user_id, request.idempotency_key, claim)
             if not outcome.won:
                 if outcome.claim.fingerprint != claim.fingerprint:
                     raise IdempotencyKeyReused()
-                return await self._replay(request, function, outcome.claim)
+                return await self._replay(request, function, outcome.claim, timer=timer)
             held = _HeldClaim(request.user_id, request.idempotency_key, outcome.revision)
+        return await self._run(job, request, held, timer=timer)
 
-        record = ExecutionRecord(
+    def _job(
+        self,
+        request: ActivationRequest,
+        function: FunctionSnapshot,
+        execution_id: str,
+        *,
+        enqueued_at: float,
+        start_deadline: float,
+    ) -> Job:
+        return Job(
             execution_id=execution_id,
-            function=request.name,
-            status="queued",
-            created_at=created_at,
+            user_id=request.user_id,
+            function=function,
+            argument=request.argument,
+            reply_subject=None if request.is_async else self.replies.subject(execution_id),
+            enqueued_at=enqueued_at,
+            start_deadline=start_deadline,
+            request_id=request.request_id,
         )
-        future = None if request.is_async else self.replies.expect(execution_id)
+
+    async def _run(
+        self,
+        job: Job,
+        request: ActivationRequest,
+        held: _HeldClaim | None,
+        *,
+        timer: PhaseTimer,
+    ) -> Activation:
+        """Queue ``job``, write its record, then answer (async) or wait for its result."""
+        future = None if request.is_async else self.replies.expect(job.execution_id)
         try:
             with timer.phase("enqueue"):
-                try:
-                    revision = await self.records.create(request.user_id, record)
-                except BaseException:
-                    await self._release(held)
-                    raise
-                sequence = await self._enqueue(job, record, revision, held)
+                await self._record_queued(job, held)
+                sequence = await self._enqueue(job, held)
             logger.info(
                 "activation queued",
-                extra={"execution_id": execution_id, "function": request.name},
+                extra={"execution_id": job.execution_id, "function": request.name},
             )
             if future is None:
-                return Activation(execution_id)
-            final = await self._await_result(
-                request.user_id,
-                execution_id,
-                future,
-                start_deadline=start_deadline,
-                deadline=start_deadline + function.timeout_seconds + self.limits.reply_grace,
-                sequence=sequence,
-            )
+                return Activation(job.execution_id)
+            final = await self._await_result(job, future, sequence=sequence)
         finally:
             if future is not None:
-                self.replies.forget(execution_id, future)
+                self.replies.forget(job.execution_id, future)
         return self._settle(final)
 
-    async def _enqueue(
-        self, job: Job, record: ExecutionRecord, revision: int, held: _HeldClaim | None
-    ) -> int | None:
-        """The job's stream sequence (None when it was queued but its answer was lost)."""
-        user_id = job.user_id
+    async def _enqueue(self, job: Job, held: _HeldClaim | None) -> int | None:
+        """The job's stream sequence (None when a spawner already has it: only the publish's
+        answer was lost). A job that cannot be queued is recorded as such and answered."""
         try:
             return await self.queue.enqueue(job)
         except QueueFull:
-            rejected = record.model_copy(
-                update={
-                    "status": "rejected",
-                    "error": "concurrency_limit",
-                    "detail": REJECTED_DETAIL,
-                    "finished_at": self.clock(),
-                }
-            )
-            with contextlib.suppress(RecordConflict, RuntimeUnavailable):
-                await self.records.update(user_id, rejected, revision=revision)
+            record = await self._refuse(job, "concurrency_limit", REJECTED_DETAIL)
             await self._release(held)
             logger.info("activation rejected", extra={"execution_id": job.execution_id})
-            raise ConcurrencyLimit(execution=rejected) from None
+            raise ConcurrencyLimit(execution=record) from None
         except RuntimeUnavailable as exc:
-            failed = record.model_copy(
-                update={
-                    "status": "failed",
-                    "error": "runtime_unavailable",
-                    "detail": NOT_QUEUED_DETAIL,
-                    "finished_at": self.clock(),
-                }
-            )
             try:
-                await self.records.update(user_id, failed, revision=revision)
-            except RecordConflict:
-                # A spawner moved the record: the job did land, only the publish's answer was
-                # lost. Follow it like any other activation.
-                return None
-            except RuntimeUnavailable:
-                pass
+                written = await transition(
+                    self.records,
+                    job.user_id,
+                    job.execution_id,
+                    rejected(
+                        job, error="runtime_unavailable", detail=NOT_QUEUED_DETAIL, now=self.clock()
+                    ),
+                )
+            except (StoreUnavailable, RecordConflict):
+                written = None
+            else:
+                if written is None:
+                    # A spawner moved the record: the job did land, only the publish's answer
+                    # was lost. Follow it like any other activation.
+                    return None
             await self._release(held)
-            logger.warning("activation not queued", extra={"execution_id": job.execution_id})
-            raise RuntimeUnavailable(NOT_QUEUED_DETAIL, execution=failed) from exc
+            logger.warning(
+                "activation not queued",
+                extra={"execution_id": job.execution_id, "cause": repr(exc.__cause__)},
+            )
+            raise RuntimeUnavailable(
+                NOT_QUEUED_DETAIL, execution=written[0] if written else None
+            ) from exc
+
+    async def _refuse(self, job: Job, error: ErrorCode, detail: str) -> ExecutionRecord | None:
+        """Best effort: the record of a job that was never queued."""
+        try:
+            written = await transition(
+                self.records,
+                job.user_id,
+                job.execution_id,
+                rejected(job, error=error, detail=detail, now=self.clock()),
+            )
+        except (StoreUnavailable, RecordConflict):
+            return None
+        return written[0] if written is not None else None
+
+    async def _record_queued(self, job: Job, held: _HeldClaim | None) -> None:
+        """The ``queued`` record (kept when it exists: a resumed attempt). A store that cannot
+        take it is a 503 before anything is queued."""
+        try:
+            await transition(self.records, job.user_id, job.execution_id, queued_if_new(job))
+        except (StoreUnavailable, RecordConflict) as exc:
+            await self._release(held)
+            raise RuntimeUnavailable(RECORDS_UNAVAILABLE) from exc
 
     async def _release(self, held: _HeldClaim | None) -> None:
         """An activation that never ran does not keep its Idempotency-Key: a retry runs anew."""
@@ -377,46 +397,53 @@ class Publisher:
             await self.idempotency.release(held.user_id, held.key, held.revision)
 
     async def _replay(
-        self, request: ActivationRequest, function: FunctionSnapshot, claim: IdempotencyClaim
+        self,
+        request: ActivationRequest,
+        function: FunctionSnapshot,
+        claim: IdempotencyClaim,
+        *,
+        timer: PhaseTimer,
     ) -> Activation:
-        """Answer a retried request with the execution its first attempt started."""
+        """Answer a retried request with the execution its first attempt started, resuming it
+        if its publisher died before queueing it (see the module docstring)."""
         execution_id = claim.execution_id
         logger.info("idempotent replay", extra={"execution_id": execution_id})
+        current = await self._read(request.user_id, execution_id)
+        if current is not None and is_final(current[0]):
+            return Activation(execution_id) if request.is_async else self._settle(current[0])
+        now = self.clock()
+        enqueued_at = claim.enqueued_at or (current[0].created_at if current else now)
+        start_deadline = claim.start_deadline or enqueued_at + self.limits.queue_timeout
+        job = self._job(
+            request,
+            function,
+            execution_id,
+            enqueued_at=enqueued_at,
+            start_deadline=start_deadline,
+        )
+        if now < start_deadline and (current is None or current[0].status == "queued"):
+            return await self._run(job, request, None, timer=timer)
         if request.is_async:
+            with contextlib.suppress(ActivationTimedOut):
+                await self._expire(job, current, None)  # too late to run it: say so
             return Activation(execution_id)
-        current = await self.records.get(request.user_id, execution_id)
-        if current is not None and current[0].status in TERMINAL_STATUSES:
-            return self._settle(current[0])
-        queue_timeout = self.limits.queue_timeout
-        start_deadline = claim.start_deadline
-        if start_deadline is None:
-            created = current[0].created_at if current is not None else self.clock()
-            start_deadline = created + queue_timeout
         future = self.replies.expect(execution_id)
         try:
-            final = await self._await_result(
-                request.user_id,
-                execution_id,
-                future,
-                start_deadline=start_deadline,
-                deadline=start_deadline + function.timeout_seconds + self.limits.reply_grace,
-                sequence=None,
-            )
+            final = await self._await_result(job, future, sequence=None)
         finally:
             self.replies.forget(execution_id, future)
         return self._settle(final)
 
     async def _await_result(
         self,
-        user_id: str,
-        execution_id: str,
+        job: Job,
         future: asyncio.Future[ExecutionRecord],
         *,
-        start_deadline: float,
-        deadline: float,
         sequence: int | None,
     ) -> ExecutionRecord:
         """The finished record: from the reply, else from the store once the deadline passed."""
+        start_deadline = job.start_deadline
+        deadline = start_deadline + job.function.timeout_seconds + self.limits.reply_grace
         while (now := self.clock()) < deadline:
             wake = min(deadline, now + self.limits.result_poll)
             if start_deadline > now:
@@ -425,52 +452,43 @@ class Publisher:
             if done:
                 return future.result()
             try:
-                current = await self.records.get(user_id, execution_id)
-            except RuntimeUnavailable:
+                current = await self.records.get(job.user_id, job.execution_id)
+            except StoreUnavailable:
                 continue  # keep waiting for the reply; the store may be back next time
-            if current is None:
-                continue
-            record, revision = current
-            if record.status in TERMINAL_STATUSES:
-                return record
-            if record.status == "queued" and self.clock() >= start_deadline:
-                await self._expire(user_id, record, revision, sequence)
+            if current is not None and is_final(current[0]):
+                return current[0]
+            if self.clock() >= start_deadline:
+                await self._expire(job, current, sequence)
 
         # The result deadline passed without a reply: answer with the record as it is now.
-        current = await self.records.get(user_id, execution_id)
+        await self._expire(job, None, sequence)
+        current = await self._read(job.user_id, job.execution_id)
         if current is None:
             raise ActivationTimedOut("The activation timed out and its record is gone")
-        record, revision = current
-        if record.status == "queued":
-            await self._expire(user_id, record, revision, sequence)
-            current = await self.records.get(user_id, execution_id)
-            if current is None:
-                raise ActivationTimedOut("The activation timed out and its record is gone")
-            record = current[0]
-        if record.status in TERMINAL_STATUSES:
-            return record
-        raise ActivationTimedOut(STILL_RUNNING_DETAIL, execution=record)
+        if is_final(current[0]):
+            return current[0]
+        raise ActivationTimedOut(STILL_RUNNING_DETAIL, execution=current[0])
 
     async def _expire(
-        self, user_id: str, record: ExecutionRecord, revision: int, sequence: int | None
+        self, job: Job, known: tuple[ExecutionRecord, int] | None, sequence: int | None
     ) -> None:
-        """Time out a job nobody started (raises the 504); returns when a spawner won the race."""
-        expired = record.model_copy(
-            update={
-                "status": "timed_out",
-                "error": "timed_out",
-                "detail": NOT_STARTED_DETAIL,
-                "finished_at": self.clock(),
-            }
-        )
+        """Time out a job nobody started (raises the 504); returns when a spawner has it."""
         try:
-            await self.records.update(user_id, expired, revision=revision)
-        except RecordConflict:
+            written = await transition(
+                self.records,
+                job.user_id,
+                job.execution_id,
+                expired(job, self.clock()),
+                known=known,
+            )
+        except (StoreUnavailable, RecordConflict):
+            return  # try again at the next poll
+        if written is None:
             return
         if sequence is not None:
             await self.queue.discard(sequence)
-        logger.info("activation not started in time", extra={"execution_id": record.execution_id})
-        raise ActivationTimedOut(NOT_STARTED_DETAIL, execution=expired)
+        logger.info("activation not started in time", extra={"execution_id": job.execution_id})
+        raise ActivationTimedOut(written[0].detail, execution=written[0])
 
     @staticmethod
     def _settle(record: ExecutionRecord) -> Activation:
@@ -479,18 +497,55 @@ class Publisher:
             raise error
         return Activation(record.execution_id, record)
 
+    async def _read(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
+        try:
+            return await self.records.get(user_id, execution_id)
+        except StoreUnavailable as exc:
+            raise RuntimeUnavailable(RECORDS_UNAVAILABLE) from exc
+
     # --- records ------------------------------------------------------------------------------
 
     async def get_execution(self, user_id: str, execution_id: str) -> ExecutionRecord:
-        if not EXECUTION_ID_PATTERN.match(execution_id):
+        if not ID_RE.match(execution_id):
             raise ExecutionNotFound()
-        current = await self.records.get(user_id, execution_id)
+        current = await self._read(user_id, execution_id)
         if current is None:
             raise ExecutionNotFound()
-        return current[0]
+        return await self._expired_if_due(user_id, current)
 
     async def list_executions(
         self, user_id: str, *, function: str | None, limit: int
     ) -> list[ExecutionRecord]:
         """The user's records, newest first, optionally of one function only."""
-        return await self.records.list_for_user(user_id, function=function, limit=limit)
+        try:
+            records = await self.records.list_for_user(user_id, function=function, limit=limit)
+        except StoreUnavailable as exc:
+            raise RuntimeUnavailable(RECORDS_UNAVAILABLE) from exc
+        return [
+            await self._expired_if_due(user_id, (record, None))
+            if record.status == "queued"
+            else record
+            for record in records
+        ]
+
+    async def _expired_if_due(
+        self, user_id: str, current: tuple[ExecutionRecord, int | None]
+    ) -> ExecutionRecord:
+        """A ``queued`` record past its start deadline is expired as it is read: its publisher
+        may have died before queueing the job, and then nothing else would ever finish it."""
+        record, revision = current
+        if record.status != "queued":
+            return record
+        known = (record, revision) if revision is not None else None
+        with contextlib.suppress(StoreUnavailable, RecordConflict):
+            written = await transition(
+                self.records,
+                user_id,
+                record.execution_id,
+                expired_record(self.clock()),
+                known=known,
+            )
+            if written is not None:
+                logger.info("queued record expired", extra={"execution_id": record.execution_id})
+                return written[0]
+        return record

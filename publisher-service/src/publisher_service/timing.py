@@ -8,14 +8,13 @@ JetStream publish) and total (the whole request as this service saw it).
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-RECORD_PHASES = ("queue", "pull", "create", "start", "run", "remove")
+from faas_common.contract import ID_RE, PHASES
+
 PUBLISHER_PHASES = ("resolve", "enqueue")
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class PhaseTimer:
@@ -45,8 +44,8 @@ class PhaseTimer:
 def server_timing(record_timings: Mapping[str, float], own: Mapping[str, float]) -> str:
     """``queue;dur=1.2, run;dur=300.5, ..., total;dur=305.0`` (names a header may carry only)."""
     ordered: list[tuple[str, float]] = []
-    extra = sorted(set(record_timings) - {*RECORD_PHASES, *own})
-    for name in (*RECORD_PHASES, *extra):
+    extra = sorted(set(record_timings) - {*PHASES, *own})
+    for name in (*PHASES, *extra):
         if name in record_timings:
             ordered.append((name, record_timings[name]))
     for name in (*PUBLISHER_PHASES, *sorted(set(own) - {*PUBLISHER_PHASES, "total"}), "total"):
@@ -55,7 +54,7 @@ def server_timing(record_timings: Mapping[str, float], own: Mapping[str, float])
     return ", ".join(
         f"{name};dur={value:.1f}"
         for name, value in ordered
-        if _METRIC_NAME.match(name)
+        if ID_RE.match(name)
         and isinstance(value, int | float)
         and math.isfinite(value)
         and value >= 0

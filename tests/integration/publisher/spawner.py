@@ -29,7 +29,7 @@ from faas_common.contract import (
     Job,
     reply_subject,
 )
-from faas_common.executions import ExecutionStore, RecordConflict
+from faas_common.executions import ExecutionStore, finished, started, transition
 
 Outcome = Callable[[Job], dict[str, Any]]
 
@@ -87,19 +87,15 @@ class FakeSpawner:
 
     async def _handle(self, message: Msg) -> None:
         job = Job.model_validate_json(message.data)
-        current = await self.store.get(job.user_id, job.execution_id)
-        if current is None or current[0].status != "queued" or time.time() > job.start_deadline:
+        now = time.time()
+        marked = None
+        if now <= job.start_deadline:
+            marked = await transition(self.store, job.user_id, job.execution_id, started(job, now))
+        if marked is None:
             self.terminated.append(job)
             await message.term()
             return
-        record, revision = current
-        running = record.model_copy(update={"status": "running"})
-        try:
-            await self.store.update(job.user_id, running, revision=revision)
-        except RecordConflict:
-            self.terminated.append(job)
-            await message.term()
-            return
+        running = marked[0]
         for instance in self.decoy_instances:
             if job.reply_subject == reply_subject(instance, job.execution_id):
                 continue
@@ -115,7 +111,7 @@ class FakeSpawner:
             | {"finished_at": time.time(), "duration_ms": 5.0}
             | self.outcome(job)
         )
-        await self.store.put(job.user_id, final)
+        await transition(self.store, job.user_id, job.execution_id, finished(final), known=marked)
         if job.reply_subject is not None:
             await self.nc.publish(job.reply_subject, final.model_dump_json().encode())
         await message.ack()

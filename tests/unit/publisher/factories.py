@@ -19,11 +19,16 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from faas_common.contract import ExecutionRecord, FunctionSnapshot, Job, function_key
-from faas_common.executions import RecordConflict
+from faas_common.contract import HEADER_ROOM, ExecutionRecord, FunctionSnapshot, Job, function_key
+from faas_common.executions import (
+    RecordConflict,
+    StoreUnavailable,
+    finished,
+    started,
+    transition,
+)
 from publisher_service.config import PublisherSettings
 from publisher_service.exceptions import RuntimeUnavailable
-from publisher_service.jobs import HEADER_ROOM
 from publisher_service.main import Backends, create_app
 from publisher_service.replies import ReplyRegistry
 from publisher_service.service import ClaimOutcome, IdempotencyClaim, QueueFull
@@ -91,7 +96,8 @@ class FakeCatalog:
 
 @dataclass
 class FakeRecords:
-    """``RecordStore`` in a dict, with revisions and compare-and-set like the KV bucket."""
+    """``RecordStore`` in a dict, with revisions and compare-and-set like the KV bucket.
+    ``failing``: every call raises ``StoreUnavailable`` (the bucket is down)."""
 
     entries: dict[tuple[str, str], tuple[ExecutionRecord, int]] = field(default_factory=dict)
     failing: bool = False
@@ -99,7 +105,7 @@ class FakeRecords:
 
     def _next(self) -> int:
         if self.failing:
-            raise RuntimeUnavailable()
+            raise StoreUnavailable("down")
         self._revision += 1
         return self._revision
 
@@ -112,7 +118,7 @@ class FakeRecords:
 
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
         if self.failing:
-            raise RuntimeUnavailable()
+            raise StoreUnavailable("down")
         return self.entries.get((user_id, execution_id))
 
     async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int:
@@ -123,16 +129,11 @@ class FakeRecords:
         self.entries[(user_id, record.execution_id)] = (record, new_revision)
         return new_revision
 
-    async def put(self, user_id: str, record: ExecutionRecord) -> int:
-        revision = self._next()
-        self.entries[(user_id, record.execution_id)] = (record, revision)
-        return revision
-
     async def list_for_user(
         self, user_id: str, *, function: str | None, limit: int
     ) -> list[ExecutionRecord]:
         if self.failing:
-            raise RuntimeUnavailable()
+            raise StoreUnavailable("down")
         records = [
             record
             for (owner, _), (record, _) in self.entries.items()
@@ -234,7 +235,8 @@ def echo(job: Job) -> dict[str, Any]:
 
 @dataclass
 class FakeSpawner:
-    """The consumer side against the fakes: queued → running (CAS), final record, reply, ack."""
+    """The consumer side against the fakes, through the same transitions as the real spawner:
+    started (not when final already), finished, reply, ack."""
 
     records: FakeRecords
     queue: FakeQueue
@@ -248,27 +250,26 @@ class FakeSpawner:
 
     async def __call__(self, job: Job) -> None:
         await asyncio.sleep(self.start_delay)
-        current = await self.records.get(job.user_id, job.execution_id)
-        if current is None or current[0].status != "queued":
-            self.queue.ack(job)
+        now = time.time()
+        if now > job.start_deadline:
+            self.queue.ack(job)  # the real spawner expires it instead (its own tests)
             return
-        record, revision = current
-        running = record.model_copy(update={"status": "running"})
-        try:
-            await self.records.update(job.user_id, running, revision=revision)
-        except RecordConflict:
+        marked = await transition(self.records, job.user_id, job.execution_id, started(job, now))
+        if marked is None:
             self.queue.ack(job)
             return
         self.started.append(job.execution_id)
         await asyncio.sleep(self.run_time)
         if not self.finish:
             return
-        final = running.model_copy(
+        final = marked[0].model_copy(
             update={"finished_at": time.time(), "duration_ms": 1.0, **self.outcome(job)}
         )
-        await self.records.put(job.user_id, final)
-        if self.reply and job.reply_subject is not None:
-            self.replies.deliver(final)
+        written = await transition(
+            self.records, job.user_id, job.execution_id, finished(final), known=marked
+        )
+        if written is not None and self.reply and job.reply_subject is not None:
+            self.replies.deliver(written[0])
         self.queue.ack(job)
 
 

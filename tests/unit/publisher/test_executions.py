@@ -67,8 +67,8 @@ async def test_list_is_newest_first_and_only_the_callers(
     client: httpx.AsyncClient, fakes: FakeBackends, alice: User, bob: User
 ) -> None:
     for index, created_at in enumerate((100.0, 300.0, 200.0)):
-        await fakes.records.put(alice.id, record(f"a{index}", "hello", created_at))
-    await fakes.records.put(bob.id, record("b0", "hello", 400.0))
+        await fakes.records.create(alice.id, record(f"a{index}", "hello", created_at))
+    await fakes.records.create(bob.id, record("b0", "hello", 400.0))
 
     response = await client.get(EXECUTIONS, headers=alice.headers)
 
@@ -81,7 +81,7 @@ async def test_list_filters_by_function_and_limits(
 ) -> None:
     for index in range(30):
         name = "hello" if index % 3 else "other"
-        await fakes.records.put(alice.id, record(f"e{index:02d}", name, float(index)))
+        await fakes.records.create(alice.id, record(f"e{index:02d}", name, float(index)))
 
     default = await client.get(EXECUTIONS, headers=alice.headers)
     limited = await client.get(f"{EXECUTIONS}?limit=3", headers=alice.headers)

@@ -15,6 +15,7 @@ from nats.js.api import PubAck
 from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
 from faas_common.contract import Job
+from faas_common.nats import RetryBudget
 from publisher_service.exceptions import RuntimeUnavailable
 from publisher_service.jobs import NatsJobQueue
 from publisher_service.service import QueueFull
@@ -35,10 +36,9 @@ class ScriptedJetStream:
         return PubAck(stream="EXECUTIONS", seq=41 + len(self.calls))
 
 
-def queue_over(js: ScriptedJetStream, attempts: int = 3) -> NatsJobQueue:
-    return NatsJobQueue(
-        cast(NATS, None), cast(JetStreamContext, js), attempts=attempts, backoff=0.0
-    )
+def queue_over(js: ScriptedJetStream, total: float = 5.0) -> NatsJobQueue:
+    budget = RetryBudget(total=total, attempt=1.0, backoff=0.001)
+    return NatsJobQueue(cast(NATS, None), cast(JetStreamContext, js), budget=budget)
 
 
 def job(request_id: str | None = "req-1") -> Job:
@@ -100,13 +100,13 @@ async def test_a_refusal_is_unavailable_at_once() -> None:
     assert len(js.calls) == 1
 
 
-async def test_giving_up_after_the_last_attempt() -> None:
-    js = ScriptedJetStream([nats.errors.TimeoutError() for _ in range(5)])
+async def test_giving_up_once_the_retry_budget_is_spent() -> None:
+    js = ScriptedJetStream([nats.errors.TimeoutError() for _ in range(10_000)])
 
     with pytest.raises(RuntimeUnavailable, match="did not answer") as raised:
-        await queue_over(js, attempts=3).enqueue(job(request_id=None))
+        await queue_over(js, total=0.2).enqueue(job(request_id=None))
 
-    assert len(js.calls) == 3
+    assert 2 <= len(js.calls) < 10_000
     assert isinstance(raised.value.__cause__, nats.errors.TimeoutError)
     assert js.calls[0]["headers"] == {"Nats-Msg-Id": "e1"}
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
-from faas_common.contract import ExecutionRecord, FunctionSnapshot
+from faas_common.contract import ErrorCode, ExecutionRecord, ExecutionStatus, FunctionSnapshot
 from publisher_service.config import PublisherSettings
 from publisher_service.service import outcome_error
 from publisher_service.timing import server_timing
@@ -86,18 +87,43 @@ async def test_function_failed_names_the_exit_status(
     assert "7" in response.json()["detail"]
 
 
-def test_an_unknown_error_code_is_still_a_502_with_its_code() -> None:
+EXPECTED_STATUS: dict[str, int] = {
+    "function_failed": 502,
+    "output_too_large": 502,
+    "image_unavailable": 502,
+    "timed_out": 504,
+    "runtime_unavailable": 503,
+    "concurrency_limit": 429,
+}
+
+
+@pytest.mark.parametrize("code", get_args(ErrorCode))
+def test_every_error_code_of_the_contract_has_its_answer(code: ErrorCode) -> None:
+    status: ExecutionStatus = "rejected" if code == "concurrency_limit" else "failed"
     record = ExecutionRecord(
-        execution_id="e", function="f", status="failed", error="disk_full", created_at=time.time()
+        execution_id="e", function="f", status=status, error=code, created_at=time.time()
     )
 
     error = outcome_error(record)
 
     assert error is not None
-    assert error.status_code == 502
-    assert error.code == "disk_full"
-    assert error.body["execution"]["error"] == "disk_full"
+    assert error.status_code == EXPECTED_STATUS[code]
+    assert error.code == code
+    assert error.body["execution"]["error"] == code
     assert outcome_error(record.model_copy(update={"status": "succeeded", "error": None})) is None
+
+
+def test_a_record_with_an_error_code_outside_the_contract_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        ExecutionRecord.model_validate(
+            {
+                "execution_id": "e",
+                "function": "f",
+                "status": "failed",
+                "error": "disk_full",
+                "created_at": time.time(),
+            }
+        )
 
 
 def test_the_records_own_detail_is_the_answers_detail() -> None:
