@@ -105,7 +105,12 @@ class ExecutionStore:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, replicas: int, ttl_seconds: int, budget: RetryBudget | None
+        cls,
+        js: JetStreamContext,
+        *,
+        replicas: int,
+        ttl_seconds: int,
+        budget: RetryBudget | None = None,
     ) -> ExecutionStore:
         kv = await ensure_kv(
             js, EXECUTIONS_BUCKET, replicas=replicas, ttl=timedelta(seconds=ttl_seconds)

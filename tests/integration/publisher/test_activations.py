@@ -259,7 +259,7 @@ async def test_readiness_follows_the_stream(
 async def test_without_the_stream_an_activation_is_503_and_its_record_says_so(
     js: JetStreamContext, settings_for: SettingsFactory, alice: User
 ) -> None:
-    async with publisher(settings_for(publish_attempts=2)) as client:
+    async with publisher(settings_for(nats_retry_seconds=1.0)) as client:
         await register_new(js, alice.id)
         await js.delete_stream(EXECUTIONS_STREAM)
         response = await client.post(PUBLISH, json=publish_body(), headers=alice.headers)

@@ -35,12 +35,9 @@ async def test_an_existing_stream_gets_the_configured_max_age(
     js: JetStreamContext, settings_for: SettingsFactory
 ) -> None:
     settings = settings_for()
-    stale = executions_stream_config(
-        max_in_flight=settings.max_in_flight,
-        max_in_flight_per_user=settings.max_in_flight_per_user,
-        replicas=1,
-        max_age=0,  # no limit: an unsettled job would hold its slot forever
-    )
+    stale = executions_stream_config(settings)
+    stale.max_age = 0  # no limit: an unsettled job would hold its slot forever
+    stale.duplicate_window = 120.0
     await js.add_stream(config=stale)
     assert (await js.stream_info(EXECUTIONS_STREAM)).config.max_age == 0
 

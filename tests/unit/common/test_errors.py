@@ -14,10 +14,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from faas_common.errors import (
+    BadGateway,
     BadRequest,
     Conflict,
     DependencyUnavailable,
-    Forbidden,
     GatewayTimeout,
     NotFound,
     PayloadTooLarge,
@@ -85,7 +85,7 @@ async def raised(client: httpx.AsyncClient, error: ServiceError) -> httpx.Respon
     [
         (BadRequest, 400, "bad_request"),
         (Unauthorized, 401, "unauthorized"),
-        (Forbidden, 403, "forbidden"),
+        (BadGateway, 502, "bad_gateway"),
         (NotFound, 404, "not_found"),
         (Conflict, 409, "conflict"),
         (PayloadTooLarge, 413, "payload_too_large"),
@@ -122,11 +122,21 @@ async def test_extra_body_fields_are_kept(client: httpx.AsyncClient) -> None:
     }
 
 
+class SlowDown(TooManyRequests):
+    retry_after = 7
+
+
+async def test_dependency_unavailable_carries_retry_after(client: httpx.AsyncClient) -> None:
+    response = await raised(client, DependencyUnavailable())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "2"
+
+
 async def test_too_many_requests_carries_retry_after(client: httpx.AsyncClient) -> None:
     response = await raised(client, TooManyRequests("Slow down", code="concurrency_limit"))
     assert response.status_code == 429
     assert response.headers["retry-after"] == "1"
-    response = await raised(client, TooManyRequests(code="concurrency_limit", retry_after=7))
+    response = await raised(client, SlowDown(code="concurrency_limit"))
     assert response.headers["retry-after"] == "7"
     assert response.json() == {"detail": "Too many requests", "code": "concurrency_limit"}
 
@@ -263,7 +273,7 @@ async def test_a_lost_dependency_is_a_503(kind: str) -> None:
         "detail": "A dependency of this service is unavailable",
         "code": "service_unavailable",
     }
-    assert response.headers["retry-after"] == "1"
+    assert response.headers["retry-after"] == "2"
 
 
 async def test_other_database_errors_stay_500s() -> None:

@@ -8,11 +8,13 @@ import time
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from faas_common.contract import FunctionSnapshot, Job
 from faas_common.executions import queued
 from publisher_service.service import IdempotencyClaim, fingerprint
-from tests.unit.publisher.factories import PUBLISH, FakeBackends, publish_body
+from tests.support.keys import RsaKeys
+from tests.unit.publisher.factories import PUBLISH, FakeBackends, make_settings, publish_body
 from tests.unit.registry.factories import User
 
 KEY = "retry-me"
@@ -127,3 +129,19 @@ async def test_a_queued_record_past_its_start_deadline_is_expired_when_read(
     assert got.json()["status"] == "timed_out"
     assert fakes.records.record(alice.id, stuck.execution_id).status == "timed_out"
 
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"async_queue_timeout_seconds": 901.0},
+        {"job_max_age_seconds": 120, "async_queue_timeout_seconds": 300.0},
+    ],
+    ids=["over-900s", "over-max-age"],
+)
+def test_a_queue_timeout_beyond_the_duplicate_window_is_refused(
+    rsa_keys: RsaKeys, overrides: dict[str, float]
+) -> None:
+    # A keyed retry may publish the job again until its start deadline: the stream must still
+    # remember the first publish then, or the function could run twice.
+    with pytest.raises(ValidationError, match="duplicate window"):
+        make_settings(rsa_keys.public_path, **overrides)
