@@ -11,6 +11,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from faas_common.contract import EXECUTIONS_STREAM, ExecutionRecord, Job
+from faas_common.nats import RetryBudget
 from publisher_service.jobs import NatsJobQueue
 from tests.integration.publisher.conftest import SettingsFactory
 from tests.integration.publisher.helpers import (
@@ -175,7 +176,7 @@ async def test_a_republished_job_is_deduplicated_by_its_execution_id(
     nc: NATS, js: JetStreamContext, settings_for: SettingsFactory, alice: User
 ) -> None:
     async with publisher(settings_for()):
-        queue = NatsJobQueue(nc, js)
+        queue = NatsJobQueue(nc, js, budget=RetryBudget())
         now = time.time()
         job = Job(
             execution_id="dedup1",

@@ -41,7 +41,7 @@ async def test_an_existing_stream_gets_the_configured_max_age(
     await js.add_stream(config=stale)
     assert (await js.stream_info(EXECUTIONS_STREAM)).config.max_age == 0
 
-    async with publisher(settings_for(job_max_age_seconds=120)):
+    async with publisher(settings_for(job_max_age_seconds=120, async_queue_timeout_seconds=60)):
         info = await js.stream_info(EXECUTIONS_STREAM)
 
     assert info.config.max_age == 120.0
