@@ -1,9 +1,9 @@
 """``python -m spawner_service``: consume activations until SIGTERM or SIGINT.
 
-Start-up: settings from the environment, JSON logs, the Docker engine checked once (unreachable is
-a warning, not an exit: the engine may come up later, and meanwhile jobs are handed back for
-redelivery, failing as ``runtime_unavailable`` only after ``SPAWNER_MAX_DELIVER`` attempts), NATS
-connected (unreachable for ``NATS_CONNECT_TIMEOUT`` seconds is an exit with status 1).
+Start-up: settings from the environment, JSON logs, NATS connected (unreachable for
+``NATS_CONNECT_TIMEOUT`` seconds is an exit with status 1). A Docker engine that does not answer
+is a warning, not an exit: the engine may come up later, and meanwhile this spawner fetches no
+jobs (healthy spawners run them).
 
 SIGTERM or SIGINT: stop fetching, finish the jobs held, drain NATS, exit 0. A second signal does
 not cut the held jobs short; the orchestrator's kill timeout is the hard stop (their containers

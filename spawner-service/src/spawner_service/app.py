@@ -4,7 +4,6 @@ local stack, which runs one spawner inside its own process."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ from faas_common.nats import connect_nats, drain_nats
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.worker import Worker
-
-logger = logging.getLogger("spawner.app")
 
 
 @dataclass(frozen=True)
@@ -33,14 +30,6 @@ async def running_worker(settings: SpawnerSettings) -> AsyncIterator[RunningWork
     """
     runtime = DockerRuntime(settings)
     try:
-        if await runtime.ping():
-            logger.info("Docker engine reachable")
-        else:
-            logger.warning(
-                "Docker engine unreachable (DOCKER_HOST or /var/run/docker.sock): jobs are handed "
-                "back for redelivery and fail as runtime_unavailable after "
-                f"{settings.max_deliver} attempts until it answers"
-            )
         nc = await connect_nats(
             settings.nats_servers,
             name=f"spawner-service:{settings.instance_id}",

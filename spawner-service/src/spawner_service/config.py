@@ -51,6 +51,9 @@ class SpawnerSettings(CommonSettings):
     """Operator opt-in: give function containers the ``network`` below instead of none."""
     network: str = "bridge"
     instance_id: str = Field(default_factory=default_instance_id)
+    engine_check_seconds: float = Field(1.0, gt=0)
+    """How often the Docker engine is pinged (before fetching; while it is down, until it
+    answers again: a spawner without an engine fetches no jobs)."""
     fetch_timeout: float = Field(1.0, gt=0)
     """Seconds one fetch waits for jobs; also bounds how long a stop waits for the fetch."""
 

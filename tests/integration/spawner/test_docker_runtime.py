@@ -253,7 +253,11 @@ async def test_container_configuration(
     assert host["Memory"] == host["MemorySwap"] == 96 * 1024 * 1024
     assert host["NanoCpus"] == 1_000_000_000
     assert host["Init"] is True
-    assert host["LogConfig"]["Type"] == "none"
+    # Kept by the engine (bounded) for a spawner that may have to adopt the container.
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": str(8 * 1_048_576), "max-file": "2", "compress": "false"},
+    }
     assert host["AutoRemove"] is False
     assert config["User"] == "65534:65534"
     assert config["Cmd"] == ["sleep 1; echo done"]

@@ -33,21 +33,21 @@ from faas_common.contract import (
     EXECUTIONS_BUCKET,
     EXECUTIONS_STREAM,
     SPAWNER_CONSUMER,
+    STREAM_FULL,
     ExecutionRecord,
     FunctionSnapshot,
     Job,
+    ensure_executions_stream,
     exec_subject,
     execution_key,
-    executions_stream_config,
 )
 from faas_common.executions import ExecutionStore
-from faas_common.nats import connect_nats, ensure_kv, ensure_stream
+from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
 from spawner_service.worker import Worker
 from tests.integration.spawner.conftest import containers_of
 
-STREAM_FULL = 10077
 NEVER_PULLED = "127.0.0.1:1/never-pulled:1"
 """For jobs that must not reach an engine: a loopback reference, so even a pull fails at once."""
 USER = "user-1"
@@ -208,16 +208,7 @@ async def enqueue(nc: NATS, store: ExecutionStore, job: Job, *, record: bool = T
 
 async def create_stream(nc: NATS, **overrides: Any) -> None:
     """The stream as the publisher would create it, before any worker runs."""
-    settings = make_settings(**overrides)
-    await ensure_stream(
-        nc.jetstream(),
-        executions_stream_config(
-            max_in_flight=settings.max_in_flight,
-            max_in_flight_per_user=settings.max_in_flight_per_user,
-            replicas=1,
-            max_age=settings.job_max_age_seconds,
-        ),
-    )
+    await ensure_executions_stream(nc.jetstream(), make_settings(**overrides))
 
 
 async def stream_messages(nc: NATS) -> int:
@@ -517,20 +508,29 @@ async def test_the_stream_limits_refuse_a_publish_when_full(
     assert total.value.err_code == STREAM_FULL
 
 
-async def test_an_unreachable_engine_fails_the_job_after_its_deliveries(
-    nc: NATS, store: ExecutionStore, replies: Replies, start_worker: StartWorker, prefix: str
+@pytest.mark.docker
+async def test_a_spawner_without_an_engine_fetches_nothing_and_a_healthy_one_runs_the_job(
+    nc: NATS,
+    store: ExecutionStore,
+    replies: Replies,
+    start_worker: StartWorker,
+    prefix: str,
+    busybox: str,
 ) -> None:
-    await start_worker(docker_url="tcp://127.0.0.1:1", max_deliver=2, retry_delay_seconds=0.2)
-    job = make_job(prefix, "echo never", image=NEVER_PULLED, reply_to=replies)
+    blind, _ = await start_worker(docker_url="tcp://127.0.0.1:1", engine_check_seconds=0.2)
+    job = make_job(prefix, "echo ran", image=busybox, reply_to=replies)
     await enqueue(nc, store, job)
-    [reply] = await replies.wait(job.execution_id)
-    assert (reply.status, reply.error) == ("failed", "runtime_unavailable")
-    assert reply.detail is not None
-    assert "Docker engine" in reply.detail
-    await stream_empty(nc)
+    for _ in range(30):  # bounded: 3 s of fetch loop without an engine
+        await asyncio.sleep(0.1)
     consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
-    assert consumer.num_redelivered == 0  # gone from the stream, nothing left to redeliver
-    assert consumer.delivered.consumer_seq == 2  # delivered twice: once plus one retry
+    assert consumer.delivered.consumer_seq == 0  # never taken: its deliveries are intact
+    assert not blind.ready
+
+    await start_worker()
+    [reply] = await replies.wait(job.execution_id)
+
+    assert (reply.status, reply.result) == ("succeeded", "ran")
+    await stream_empty(nc)
 
 
 @pytest.mark.docker

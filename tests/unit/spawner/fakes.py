@@ -11,10 +11,8 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-import nats.errors
-
 from faas_common.contract import ExecutionRecord, FunctionSnapshot, Job
-from faas_common.executions import RecordConflict
+from faas_common.executions import RecordConflict, RecordTooLarge, StoreUnavailable, queued
 from faas_common.logging import request_id_var
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import RunResult, RunSpec
@@ -57,12 +55,7 @@ def make_job(**overrides: Any) -> Job:
 
 
 def queued_record(job: Job) -> ExecutionRecord:
-    return ExecutionRecord(
-        execution_id=job.execution_id,
-        function=job.function.name,
-        status="queued",
-        created_at=job.enqueued_at,
-    )
+    return queued(job)
 
 
 class FakeRuntime:
@@ -72,8 +65,13 @@ class FakeRuntime:
         *,
         delay: float = 0.0,
         during: Callable[[FakeStore], None] | None = None,
+        adopted: RunResult | None = None,
     ) -> None:
         self.result = result or RunResult("succeeded", exit_code=0, stdout=b"ok\n")
+        self.adopted = adopted
+        """What ``adopt`` returns: None (no container of an earlier delivery) unless set."""
+        self.adoptions: list[RunSpec] = []
+        """The specs ``adopt`` was called with."""
         self.delay = delay
         self.during = during
         """Runs while the function runs: what another delivery of the job does meanwhile."""
@@ -96,6 +94,10 @@ class FakeRuntime:
             await asyncio.sleep(self.delay)
         return self.result
 
+    async def adopt(self, spec: RunSpec) -> RunResult | None:
+        self.adoptions.append(spec)
+        return self.adopted
+
     async def remove_stale(self, now: float) -> int:
         return 0
 
@@ -111,7 +113,8 @@ class FakeStore:
     records: dict[tuple[str, str], tuple[ExecutionRecord, int]] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
     fail_reads: int = 0
-    """The next this many ``get`` calls fail as if the KV bucket were unreachable."""
+    """The next this many ``get`` calls fail as if the KV bucket were unreachable (past the
+    real store's retry budget: ``StoreUnavailable``)."""
     before_update: Callable[[FakeStore], None] | None = None
     """Runs once, just before the next update: a concurrent writer."""
     max_value: int | None = None
@@ -123,7 +126,7 @@ class FakeStore:
     def _check_size(self, record: ExecutionRecord) -> None:
         if self.max_value is not None and len(record.model_dump_json().encode()) > self.max_value:
             self.refused += 1
-            raise nats.errors.MaxPayloadError
+            raise RecordTooLarge(record.execution_id)
 
     def _write(self, user_id: str, record: ExecutionRecord) -> int:
         self.revision += 1
@@ -132,6 +135,8 @@ class FakeStore:
         return self.revision
 
     def seed(self, user_id: str, record: ExecutionRecord) -> None:
+        """Arrange a record as an earlier step left it (the handler only writes through
+        ``faas_common.executions.transition``)."""
         self._write(user_id, record)
         self.history.clear()
 
@@ -142,7 +147,7 @@ class FakeStore:
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
         if self.fail_reads:
             self.fail_reads -= 1
-            raise nats.errors.TimeoutError
+            raise StoreUnavailable("the execution records (NATS) are unavailable")
         return self.records.get((user_id, execution_id))
 
     async def create(self, user_id: str, record: ExecutionRecord) -> int:
@@ -161,9 +166,11 @@ class FakeStore:
             raise RecordConflict(record.execution_id)
         return self._write(user_id, record)
 
-    async def put(self, user_id: str, record: ExecutionRecord) -> int:
-        self._check_size(record)
-        return self._write(user_id, record)
+    async def list_for_user(
+        self, user_id: str, *, function: str | None, limit: int
+    ) -> list[ExecutionRecord]:
+        mine = [record for (owner, _), (record, _) in self.records.items() if owner == user_id]
+        return [r for r in mine if function is None or r.function == function][:limit]
 
 
 class FakeMsg:

@@ -1,8 +1,9 @@
-"""``DockerRuntime`` without an engine: the container options it asks for, and an unreachable
-engine reported as ``runtime_unavailable`` (never an exception)."""
+"""``DockerRuntime`` without an engine: the container options it asks for, an unreachable engine
+reported as ``runtime_unavailable`` (never an exception), and a hung one not holding up a ping."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,6 +16,7 @@ from spawner_service.runtime.base import RunSpec
 from spawner_service.runtime.docker import (
     DEADLINE_LABEL,
     EXECUTION_LABEL,
+    PING_TIMEOUT,
     DockerRuntime,
     container_name,
 )
@@ -63,7 +65,7 @@ def test_hardened_options(make_runtime: Callable[..., DockerRuntime]) -> None:
     assert options["nano_cpus"] == 500_000_000
     assert options["user"] == "65534:65534"
     assert options["init"] is True
-    assert options["log_config"]["Type"] == "none"
+    assert options["log_config"]["Type"] == "json-file"  # kept (bounded) for adoption
     assert options["environment"] == {"A": "1"}
     assert options["labels"][MANAGED_LABEL] == "spawner"
     assert options["labels"][EXECUTION_LABEL] == "exec-1"
@@ -94,3 +96,33 @@ async def test_an_unreachable_engine_is_runtime_unavailable(
     assert "Docker engine" in result.detail
     assert await runtime.ping() is False
     assert await runtime.remove_stale(time.time()) == 0
+
+
+async def test_adopting_without_an_engine_is_runtime_unavailable_and_started(
+    make_runtime: Callable[..., DockerRuntime],
+) -> None:
+    # A previous delivery may have started the function: it must not be run again.
+    result = await make_runtime().adopt(make_spec())
+    assert result is not None
+    assert result.outcome == "runtime_unavailable"
+    assert result.started is True
+    assert result.detail is not None
+
+
+async def test_a_ping_of_a_hung_engine_returns_within_seconds() -> None:
+    # An "engine" on loopback that accepts connections and never answers.
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    runtime = DockerRuntime(SpawnerSettings(), base_url=f"tcp://127.0.0.1:{port}")
+    try:
+        started = time.monotonic()
+        assert await runtime.ping() is False
+        assert time.monotonic() - started < 2 * PING_TIMEOUT + 1
+    finally:
+        await runtime.close()
+        server.close()
+        await server.wait_closed()

@@ -94,7 +94,7 @@ class ScriptedApi:
     def kill(self, container_id: str) -> None:
         self.calls.append("kill")
 
-    def remove_container(self, container_id: str, force: bool) -> None:
+    def remove_container(self, container_id: str, force: bool, v: bool = False) -> None:
         self.calls.append("remove_container")
 
     def inspect_container(self, container_id: str) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from typing import Any, cast
 import nats.errors
 
 from faas_common.contract import Job
-from spawner_service.worker import JobHandler, Worker
+from spawner_service.handler import JobHandler
+from spawner_service.worker import Worker
 from tests.unit.spawner.fakes import (
     FakeMsg,
     FakeRuntime,

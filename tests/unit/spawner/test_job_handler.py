@@ -8,17 +8,11 @@ from typing import Any
 
 import pytest
 
-from faas_common.contract import ExecutionRecord, Job
+from faas_common.contract import HEADER_ROOM, ExecutionRecord, Job
 from spawner_service.config import NATS_MAX_PAYLOAD
+from spawner_service.handler import JobHandler
+from spawner_service.records import final_record, fit_record, record_size, result_text
 from spawner_service.runtime.base import Outcome, RunResult
-from spawner_service.worker import (
-    HEADER_ROOM,
-    JobHandler,
-    final_record,
-    fit_record,
-    record_size,
-    result_text,
-)
 from tests.unit.spawner.fakes import (
     FakeMsg,
     FakeRuntime,

@@ -1,7 +1,8 @@
 """The container runtime seam: what the worker needs from whatever runs function containers.
 
-One call runs one activation to its end and reports how it ended; everything engine-specific
-(pulling, hardening, output capture, kill on timeout, removal) stays behind it. The spec carries
+One call runs one activation to its end and reports how it ended; another takes over the
+container of an earlier delivery whose spawner died. Everything engine-specific (pulling,
+hardening, output capture, kill on timeout, removal) stays behind them. The spec carries
 what is known before the argument (image, env, limits) apart from the argument itself, so a
 prewarm pool (a container created and started early, the argument written to a shim over stdin)
 can implement the same protocol.
@@ -72,12 +73,24 @@ class ContainerRuntime(Protocol):
         """Run one activation to its end; never raises for a function's or an engine's failure
         (those are outcomes). The container is gone when this returns, even when cancelled."""
 
+    async def adopt(self, spec: RunSpec) -> RunResult | None:
+        """Take over the container a previous delivery of ``spec.execution_id`` started on this
+        engine (its spawner died): wait for it to exit, no later than its deadline (then it is
+        killed: ``timed_out``), collect its stdout and stderr with the same cap, tail and outcomes
+        as ``run``, and remove it. Every result has ``started`` set, also ``runtime_unavailable``
+        when the engine fails or cannot be reached (the function may have run: never run it
+        again). None when there is no such container, or only one that never started (it is
+        removed): nothing ran here, the caller may run the job. Never raises for an engine's
+        failure; the container is gone when this returns, even when cancelled."""
+
     async def remove_stale(self, now: float) -> int:
         """Remove leftover managed containers whose deadline passed long before ``now``
-        (epoch seconds); return how many were removed. Live work is never touched."""
+        (epoch seconds); return how many were removed. Live work is never touched, and an
+        exited container stays through the grace, so that a redelivery can adopt it."""
 
     async def ping(self) -> bool:
-        """Whether the engine answers right now."""
+        """Whether the engine answers right now; returns within a few seconds, whatever the
+        engine does (hung or gone)."""
 
     async def close(self) -> None:
         """Release connections; runs no longer start afterwards."""

@@ -1,7 +1,8 @@
 """``DockerRuntime``: one fresh, hardened container per activation, through the Docker SDK.
 
 Semantics are ``docker run IMAGE ARGUMENT``: the argument replaces the image's CMD and the
-ENTRYPOINT is kept. One run:
+ENTRYPOINT is kept. One run (``_Run``, one object per activation carrying its state from phase to
+phase):
 
 1. image: inspect; if missing, pull it (one pull per image at a time, shared by every waiter);
    an invalid reference or a failed pull is ``image_unavailable``;
@@ -9,20 +10,31 @@ ENTRYPOINT is kept. One run:
 3. attach to its stdout and stderr *before* starting it, then start it; a thread reads the
    multiplexed stream incrementally into a bounded ``OutputCapture`` (stdout up to the cap, the
    tail of stderr). Going over the stdout cap stops the reader and the container is killed
-   (``output_too_large``), so a function printing forever costs neither memory nor disk (the
-   container's log driver is ``none``: nothing is written by the engine either);
+   (``output_too_large``), so a function printing forever costs no memory; the engine keeps a
+   bounded copy of the output on disk too (``json-file`` log driver, ``LOG_FILES`` files of
+   ``LOG_FILE_BYTES``), only for a spawner that has to adopt the container (below);
 4. wait for the end of the stream and the exit status, bounded by the timeout (killed at the
    timeout: ``timed_out``; once the stream has ended, the exit status gets ``EXIT_GRACE`` more
    seconds, so a function that exits right at its timeout is not reported as timed out); a
    non-zero status is ``function_failed``;
-5. remove the container (forced), whatever happened, also when the run is cancelled.
+5. remove the container (forced, with its anonymous volumes), whatever happened, also when the
+   run is cancelled.
+
+Adoption (``adopt``, one ``_Adoption`` object): when a spawner dies while its function runs,
+JetStream redelivers the job; the spawner that gets it finds the container by its execution-id
+label, waits for it to exit (killed at its deadline label: ``timed_out``), reads stdout and stderr
+back from the engine's logs with the same cap and tail as a run, and removes it. ``json-file``
+keeps text exactly but turns each byte that is not UTF-8 into U+FFFD (the record's text does the
+same); ``local`` would keep bytes but, on 20.10, drops the newline ending a line over 16 KiB. An
+output that may have outgrown what the engine kept is ``output_too_large``, never a cut result.
 
 Every blocking SDK call runs on the runtime's own thread pool (sized for ``max_containers``: the
 stream readers hold a thread each for a whole run, so the loop's small default executor could
 starve them). An engine that cannot be reached is ``runtime_unavailable``; no failure of a
-function or of the engine escapes ``run`` as an exception. Once the container's start has been
-requested the function may have run, so a later engine failure is still ``runtime_unavailable``
-but with ``started`` set: the worker then fails the activation instead of running it again.
+function or of the engine escapes ``run`` or ``adopt`` as an exception. Once the container's start
+has been requested the function may have run, so a later engine failure is still
+``runtime_unavailable`` but with ``started`` set: the worker then fails the activation instead of
+running it again.
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, TypeVar
 
 import docker
@@ -48,7 +61,7 @@ from docker.utils import kwargs_from_env
 from faas_common.contract import MANAGED_LABEL
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import Outcome, RunResult, RunSpec
-from spawner_service.runtime.output import FrameDemuxer, OutputCapture
+from spawner_service.runtime.output import STDERR, STDOUT, FrameDemuxer, OutputCapture
 
 logger = logging.getLogger("spawner.docker")
 
@@ -63,6 +76,9 @@ CONTAINER_TMP = "/tmp"  # noqa: S108 - the function container's /tmp (a private 
 
 API_TIMEOUT = 60
 """Seconds an ordinary Docker API call may take."""
+PING_TIMEOUT = 2.0
+"""Seconds a ping's connect, and then its answer, may take (its own client, so a hung engine
+holds no thread for longer); ``ping`` returns within twice that."""
 READ_CHUNK = 65_536
 POLL_INTERVAL_MS = 200
 """How often a stream reader waiting for output checks whether it was told to stop."""
@@ -70,6 +86,28 @@ KILL_GRACE = 10.0
 """Seconds to wait for the streams to close after a kill before abandoning the reader."""
 EXIT_GRACE = 2.0
 """Seconds the exit status may take past the timeout once the output stream has ended."""
+
+LOG_DRIVER = "json-file"
+LOG_FILE_BYTES = 8 * 1_048_576
+"""Size at which the engine starts a new log file for a container (``max-size``): room for the
+largest stdout the settings allow (under 1 MiB) even if each byte took 6 once JSON-escaped, as
+long as its lines are not mostly very short."""
+LOG_FILES = 2
+"""Log files the engine keeps per container (``max-file``): at most 16 MiB of disk each. Two,
+so that a dropped start of the output shows (only a rotation drops it, and it leaves a full
+first file behind)."""
+LOG_ENTRY_OVERHEAD = 96
+"""Most of what ``json-file`` stores beside one entry's escaped text (``{"log":...}``, stream,
+time); one entry per line, long lines cut into ``LOG_ENTRY_MAX`` byte entries."""
+LOG_ENTRY_MAX = 16_384
+_JSON_SHORT_ESCAPES = b'"\\\n\r\t'
+"""Bytes JSON-escaped in 2 bytes."""
+_JSON_LONG_ESCAPES = bytes(c for c in range(0x20) if c not in b"\n\r\t") + b"<>&"
+"""Bytes JSON-escaped in 6 bytes (``\\u00XX``)."""
+_JSON_WIDE_ESCAPES = tuple(c.encode() for c in "\ufffd\u2028\u2029")
+"""Characters (3 bytes) JSON-escaped in 6: U+FFFD also stands for each byte that was not UTF-8."""
+
+EXITED_STATES = frozenset({"exited", "dead"})
 
 
 class EngineUnavailable(Exception):
@@ -98,6 +136,29 @@ def container_name(execution_id: str) -> str:
     """``faas-<execution id>-<random>``: readable in ``docker ps``, unique per attempt."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "-", execution_id)[:64]
     return f"faas-{safe}-{secrets.token_hex(3)}"
+
+
+_ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
+
+
+def _engine_time(value: object) -> float | None:
+    """Epoch seconds of an engine timestamp (RFC 3339, nanoseconds); None for the zero time."""
+    match = _ENGINE_TIME.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    whole, fraction, zone = match.groups()
+    moment = datetime.fromisoformat(f"{whole}.{(fraction or '0')[:6]:0<6}{zone}")
+    return moment.timestamp() if moment.year >= 1970 else None
+
+
+def _stored_size_bound(data: bytes) -> int:
+    """No less than what ``json-file`` stored for the output ``data`` read back from it: its
+    JSON-escaped bytes plus the overhead of every entry it can have been cut into."""
+    short = len(data) - len(data.translate(None, _JSON_SHORT_ESCAPES))
+    long = len(data) - len(data.translate(None, _JSON_LONG_ESCAPES))
+    wide = sum(data.count(character) for character in _JSON_WIDE_ESCAPES)
+    entries = data.count(b"\n") + len(data) // LOG_ENTRY_MAX + 2
+    return len(data) + short + 5 * long + 3 * wide + entries * LOG_ENTRY_OVERHEAD
 
 
 async def _finish(future: asyncio.Future[T]) -> T:
@@ -156,6 +217,388 @@ def _pump(sock: Any, capture: OutputCapture, stop: threading.Event) -> None:
         _close_attach(sock)
 
 
+# --- blocking SDK calls (run on the runtime's thread pool) ------------------------------------
+
+
+def _create_blocking(client: Any, kwargs: dict[str, Any]) -> str:
+    container_id: str = client.containers.create(**kwargs).id
+    return container_id
+
+
+def _kill_blocking(client: Any, container_id: str) -> None:
+    try:
+        client.api.kill(container_id)
+    except APIError as exc:  # 404 gone, 409 not running: nothing left to kill
+        logger.debug("kill: %s", _explain(exc))
+
+
+def _remove_blocking(client: Any, container_id: str) -> None:
+    with contextlib.suppress(NotFound):
+        # v: the anonymous volumes of the image's VOLUMEs go with it.
+        client.api.remove_container(container_id, force=True, v=True)
+
+
+def _exit_state(client: Any, container_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = client.api.inspect_container(container_id)["State"]
+    return state
+
+
+def _find_blocking(client: Any, execution_id: str) -> dict[str, Any] | None:
+    """The newest managed container labelled with ``execution_id``, as the engine lists it."""
+    found: list[dict[str, Any]] = client.api.containers(
+        all=True,
+        filters={
+            "label": [f"{MANAGED_LABEL}={MANAGED_VALUE}", f"{EXECUTION_LABEL}={execution_id}"]
+        },
+    )
+    ours = [c for c in found if (c.get("Labels") or {}).get(EXECUTION_LABEL) == execution_id]
+    if len(ours) > 1:
+        logger.warning(
+            "several containers for one execution, adopting the newest",
+            extra={"execution_id": execution_id, "containers": [c["Id"][:12] for c in ours]},
+        )
+    return max(ours, key=lambda c: c.get("Created", 0), default=None)
+
+
+def _logs_blocking(client: Any, container_id: str) -> tuple[bytes, bytes]:
+    """The stdout and the stderr the engine kept for a container (two calls: two streams)."""
+    stdout: bytes = client.api.logs(container_id, stdout=True, stderr=False)
+    stderr: bytes = client.api.logs(container_id, stdout=False, stderr=True)
+    return stdout, stderr
+
+
+class _Activation:
+    """What every phase of one activation's container needs: the client, the spec, the timings
+    so far, the container (once known) and the capture of its output."""
+
+    def __init__(
+        self, runtime: DockerRuntime, client: Any, spec: RunSpec, timings: dict[str, float]
+    ) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.client = client
+        self.spec = spec
+        self.timings = timings
+        self.container_id = ""
+        self.capture = OutputCapture(
+            stdout_limit=self.settings.output_limit_bytes,
+            stderr_tail=self.settings.log_tail_bytes,
+        )
+
+    def _thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        return self.runtime._thread(fn, *args, **kwargs)
+
+    async def _kill(self) -> None:
+        try:
+            await self._thread(_kill_blocking, self.client, self.container_id)
+        except OSError as exc:
+            logger.warning("kill failed", extra={"container": self.container_id, "error": str(exc)})
+
+    async def _remove(self) -> None:
+        started = time.monotonic()
+        try:
+            await _finish(self._thread(_remove_blocking, self.client, self.container_id))
+        except (APIError, OSError) as exc:
+            # The reaper of some spawner removes it once its deadline has passed.
+            logger.warning(
+                "remove failed", extra={"container": self.container_id, "error": str(exc)}
+            )
+            return
+        self.timings["remove"] = _ms(started)
+
+    async def _failure_detail(self, exit_code: int) -> str:
+        if exit_code == 137:  # SIGKILL: the kernel's OOM killer is the usual sender
+            with contextlib.suppress(APIError, OSError):
+                state = await self._thread(_exit_state, self.client, self.container_id)
+                if state.get("OOMKilled"):
+                    return f"killed: out of memory (limit {self.spec.memory_mb} MiB)"
+        if exit_code > 128:
+            return f"exited with status {exit_code} (signal {exit_code - 128})"
+        return f"exited with status {exit_code}"
+
+    async def _exit_result(self, exit_code: int, *, started: bool) -> RunResult:
+        """The function ran to its end within the cap: its status decides."""
+        if exit_code == 0:
+            return RunResult(
+                "succeeded",
+                exit_code=0,
+                stdout=self.capture.stdout,
+                stderr_tail=self.capture.stderr_tail,
+                timings=self.timings,
+                started=started,
+            )
+        return RunResult(
+            "function_failed",
+            exit_code=exit_code,
+            stdout=self.capture.stdout,
+            stderr_tail=self.capture.stderr_tail,
+            detail=await self._failure_detail(exit_code),
+            timings=self.timings,
+            started=started,
+        )
+
+    def _cut_short(self, outcome: Outcome, detail: str, *, started: bool) -> RunResult:
+        """Killed (timeout, output cap): no result, only the end of stderr."""
+        return RunResult(
+            outcome,
+            stderr_tail=self.capture.stderr_tail,
+            detail=detail,
+            timings=self.timings,
+            started=started,
+        )
+
+
+class _Run(_Activation):
+    """One activation through ``DockerRuntime.run``: create, attach, start, wait, remove."""
+
+    async def execute(self) -> RunResult:
+        spec = self.spec
+        deadline = max(spec.deadline, time.time() + spec.timeout_seconds)
+        started = time.monotonic()
+        options = self.runtime._create_kwargs(spec, deadline)
+        create = self._thread(_create_blocking, self.client, options)
+        try:
+            try:
+                self.container_id = await _finish(create)
+            except NotFound as exc:  # the image went away since it was inspected
+                return RunResult("image_unavailable", detail=_explain(exc), timings=self.timings)
+            except APIError as exc:
+                return RunResult(
+                    "function_failed",
+                    detail=f"the container could not be created: {_explain(exc)}",
+                    timings=self.timings,
+                )
+            except (DockerException, OSError) as exc:
+                return RunResult("runtime_unavailable", detail=str(exc), timings=self.timings)
+            self.timings["create"] = _ms(started)
+            return await self._attach_start_wait()
+        finally:
+            # Also when cancelled: _finish saw the create through, so its container is known.
+            created = _outcome_of(create)
+            if created is not None:
+                self.container_id = created
+                await self._remove()
+
+    async def _attach_start_wait(self) -> RunResult:
+        attach = self._thread(
+            self.client.api.attach_socket,
+            self.container_id,
+            params={"stdout": 1, "stderr": 1, "stream": 1},
+        )
+        try:
+            sock = await _finish(attach)
+        except asyncio.CancelledError:
+            if (attached := _outcome_of(attach)) is not None:
+                _close_attach(attached)
+            raise
+        except APIError as exc:
+            return RunResult("function_failed", detail=_explain(exc), timings=self.timings)
+        except OSError as exc:
+            return RunResult("runtime_unavailable", detail=str(exc), timings=self.timings)
+        stop = threading.Event()
+        reader = self._thread(_pump, sock, self.capture, stop)
+        try:
+            failed = await self._start()
+            return failed if failed is not None else await self._wait(reader)
+        finally:
+            stop.set()  # the reader ends within one poll interval and closes the socket
+
+    async def _start(self) -> RunResult | None:
+        """Start the container; a result only when it could not be started."""
+        started = time.monotonic()
+        try:
+            await self._thread(self.client.api.start, self.container_id)
+        except APIError as exc:
+            # The engine could not start the entrypoint (e.g. no such executable).
+            exit_code: int | None = None
+            with contextlib.suppress(APIError, OSError):
+                state = await self._thread(_exit_state, self.client, self.container_id)
+                exit_code = state.get("ExitCode")
+            return RunResult(
+                "function_failed",
+                exit_code=exit_code or None,
+                detail=f"the container could not start: {_explain(exc)}",
+                timings=self.timings,
+            )
+        except OSError as exc:
+            # The request may have reached the engine: the function may be running. Not retried.
+            return RunResult(
+                "runtime_unavailable",
+                detail=f"the Docker engine failed while starting the container: {exc}",
+                timings=self.timings,
+                started=True,
+            )
+        self.timings["start"] = _ms(started)
+        return None
+
+    async def _wait(self, reader: asyncio.Future[None]) -> RunResult:
+        running = time.monotonic()
+        timeout = self.spec.timeout_seconds
+        timed_out = f"killed after the {timeout:g} s timeout"
+        try:
+            # The stream ends when the function exits (the init process takes every other
+            # process of the container with it), or when stdout goes over its cap.
+            await asyncio.wait_for(asyncio.shield(reader), timeout)
+        except TimeoutError:
+            return await self._stop("timed_out", reader, running, detail=timed_out)
+        if self.capture.too_large:
+            return await self._stop(
+                "output_too_large",
+                reader,
+                running,
+                detail=f"stdout went over {self.settings.output_limit_bytes} bytes",
+            )
+
+        # The stream has ended: the function has exited, or is about to. Near the timeout, its
+        # exit status may need a moment more than what is left: give it EXIT_GRACE.
+        remaining = max(timeout - (time.monotonic() - running), 0.0) + EXIT_GRACE
+        waiting = self._thread(
+            self.client.api.wait, self.container_id, timeout=remaining + API_TIMEOUT
+        )
+        try:
+            status = await asyncio.wait_for(asyncio.shield(waiting), remaining)
+        except TimeoutError:
+            return await self._stop("timed_out", reader, running, detail=timed_out)
+        except (APIError, OSError) as exc:
+            # The function ran (maybe to its end): the activation fails, it is not run again.
+            self.timings["run"] = _ms(running)
+            return RunResult(
+                "runtime_unavailable",
+                stderr_tail=self.capture.stderr_tail,
+                detail=f"the Docker engine failed while the function ran: {_explain(exc)}",
+                timings=self.timings,
+                started=True,
+            )
+        self.timings["run"] = _ms(running)
+        return await self._exit_result(int(status.get("StatusCode", -1)), started=False)
+
+    async def _stop(
+        self, outcome: Outcome, reader: asyncio.Future[None], running: float, *, detail: str
+    ) -> RunResult:
+        await self._kill()
+        # A killed container's streams close at once; the grace only guards against a stuck
+        # engine (the reader is then told to stop by the caller).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), KILL_GRACE)
+        self.timings["run"] = _ms(running)
+        return self._cut_short(outcome, detail, started=False)
+
+
+class _Adoption(_Activation):
+    """The container a previous delivery started, taken over: wait (up to its deadline), read
+    its logs, remove it. Every result is ``started``: the function ran, or may have."""
+
+    def __init__(
+        self, runtime: DockerRuntime, client: Any, spec: RunSpec, found: dict[str, Any]
+    ) -> None:
+        super().__init__(runtime, client, spec, {})
+        self.container_id = str(found["Id"])
+        self.state = str(found.get("State", ""))
+        try:
+            self.deadline = float((found.get("Labels") or {})[DEADLINE_LABEL])
+        except (KeyError, ValueError):
+            self.deadline = spec.deadline
+
+    async def execute(self) -> RunResult | None:
+        try:
+            if self.state == "created":
+                # Never started (its spawner died between create and start): nothing ran, so
+                # the caller may run the job; the container goes.
+                logger.info("removing a container that never started", extra=self._log_extra())
+                return None
+            logger.info("adopting a container", extra=self._log_extra())
+            return await self._collect()
+        except NotFound:
+            return self._lost("the container disappeared before its result was collected")
+        except (APIError, OSError) as exc:
+            return self._lost(f"the Docker engine failed while adopting the container: {exc}")
+        finally:
+            await self._remove()
+
+    def _log_extra(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.spec.execution_id,
+            "container": self.container_id[:12],
+            "state": self.state,
+        }
+
+    def _lost(self, detail: str) -> RunResult:
+        return RunResult(
+            "runtime_unavailable",
+            stderr_tail=self.capture.stderr_tail,
+            detail=detail,
+            timings=self.timings,
+            started=True,
+        )
+
+    async def _collect(self) -> RunResult:
+        running = time.monotonic()
+        if self.state not in EXITED_STATES and not await self._exited_by_deadline():
+            self.timings["run"] = _ms(running)
+            with contextlib.suppress(APIError, OSError):
+                await self._read_logs()  # for the end of stderr
+            return self._cut_short(
+                "timed_out",
+                f"killed at its deadline (timeout {self.spec.timeout_seconds:g} s) after its "
+                "spawner was lost",
+                started=True,
+            )
+        self.timings["run"] = _ms(running)
+        state = await self._thread(_exit_state, self.client, self.container_id)
+        complete = await self._read_logs()
+        if self.state in EXITED_STATES:
+            finished = _engine_time(state.get("FinishedAt"))
+            if finished is not None and finished > self.deadline + EXIT_GRACE:
+                return self._cut_short(
+                    "timed_out",
+                    f"ran past its deadline (timeout {self.spec.timeout_seconds:g} s) after its "
+                    "spawner was lost",
+                    started=True,
+                )
+        if self.capture.too_large:
+            return self._cut_short(
+                "output_too_large",
+                f"stdout went over {self.settings.output_limit_bytes} bytes",
+                started=True,
+            )
+        if not complete:
+            return self._cut_short(
+                "output_too_large",
+                "the output went over what the engine keeps of an unattended container "
+                f"({LOG_FILE_BYTES} bytes): it may be incomplete",
+                started=True,
+            )
+        return await self._exit_result(int(state.get("ExitCode", -1)), started=True)
+
+    async def _exited_by_deadline(self) -> bool:
+        """Wait for the container to exit, up to its deadline; killed past it (False)."""
+        remaining = self.deadline - time.time()
+        if remaining > 0:
+            waiting = self._thread(
+                self.client.api.wait, self.container_id, timeout=remaining + API_TIMEOUT
+            )
+            try:
+                await asyncio.wait_for(asyncio.shield(waiting), remaining)
+            except TimeoutError:
+                pass
+            else:
+                return True
+        await self._kill()
+        # Let the engine finish writing its logs before they are read.
+        with contextlib.suppress(TimeoutError, APIError, OSError):
+            stopped = self._thread(self.client.api.wait, self.container_id, timeout=KILL_GRACE)
+            await asyncio.wait_for(asyncio.shield(stopped), KILL_GRACE)
+        return False
+
+    async def _read_logs(self) -> bool:
+        """Feed the logs into the capture; whether they are known to be whole (nothing was
+        dropped by the log driver's rotation, which needs a full first file)."""
+        stdout, stderr = await self._thread(_logs_blocking, self.client, self.container_id)
+        self.capture.write(STDOUT, stdout)
+        self.capture.write(STDERR, stderr)
+        return _stored_size_bound(stdout) + _stored_size_bound(stderr) < LOG_FILE_BYTES
+
+
 class DockerRuntime:
     """``ContainerRuntime`` on a Docker engine (``DOCKER_HOST`` or the local socket)."""
 
@@ -165,6 +608,8 @@ class DockerRuntime:
         self.pulls_started = 0
         """Pulls this runtime has started (one per image at a time, whatever the waiters)."""
         self._client: Any = None
+        self._ping_client: Any = None
+        self._ping_lock = threading.Lock()
         self._client_lock = asyncio.Lock()
         self._pulls: dict[str, asyncio.Task[None]] = {}
         # Per running container: its stream reader, plus a wait, kill or remove at a time.
@@ -182,15 +627,21 @@ class DockerRuntime:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
 
-    def _make_client(self) -> Any:
-        kwargs = kwargs_from_env()
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = kwargs_from_env()
         if self.base_url is not None:
             kwargs["base_url"] = self.base_url
+        return kwargs
+
+    def _make_client(self) -> Any:
         return docker.DockerClient(
-            **kwargs,
+            **self._client_kwargs(),
             timeout=API_TIMEOUT,
             max_pool_size=self.settings.max_containers * 2 + 4,
         )
+
+    def _make_ping_client(self) -> Any:
+        return docker.APIClient(**self._client_kwargs(), timeout=PING_TIMEOUT, max_pool_size=2)
 
     async def _connected(self) -> Any:
         if self._closed:
@@ -300,47 +751,17 @@ class DockerRuntime:
             "nano_cpus": int(s.cpus * 1_000_000_000),
             "user": UNPRIVILEGED_USER,
             "init": True,
-            "log_config": LogConfig(type=LogConfig.types.NONE),
+            # Kept by the engine (bounded) only so that another spawner can adopt the container.
+            "log_config": LogConfig(
+                type=LOG_DRIVER,
+                config={
+                    "max-size": str(LOG_FILE_BYTES),
+                    "max-file": str(LOG_FILES),
+                    "compress": "false",
+                },
+            ),
             "detach": True,
         }
-
-    @staticmethod
-    def _create_blocking(client: Any, kwargs: dict[str, Any]) -> str:
-        container_id: str = client.containers.create(**kwargs).id
-        return container_id
-
-    @staticmethod
-    def _kill_blocking(client: Any, container_id: str) -> None:
-        try:
-            client.api.kill(container_id)
-        except APIError as exc:  # 404 gone, 409 not running: nothing left to kill
-            logger.debug("kill: %s", _explain(exc))
-
-    @staticmethod
-    def _remove_blocking(client: Any, container_id: str) -> None:
-        with contextlib.suppress(NotFound):
-            client.api.remove_container(container_id, force=True)
-
-    @staticmethod
-    def _exit_state(client: Any, container_id: str) -> dict[str, Any]:
-        state: dict[str, Any] = client.api.inspect_container(container_id)["State"]
-        return state
-
-    async def _kill(self, client: Any, container_id: str) -> None:
-        try:
-            await self._thread(self._kill_blocking, client, container_id)
-        except OSError as exc:
-            logger.warning("kill failed", extra={"container": container_id, "error": str(exc)})
-
-    async def _remove(self, client: Any, container_id: str) -> float | None:
-        started = time.monotonic()
-        try:
-            await _finish(self._thread(self._remove_blocking, client, container_id))
-        except (APIError, OSError) as exc:
-            # The reaper of some spawner removes it once its deadline has passed.
-            logger.warning("remove failed", extra={"container": container_id, "error": str(exc)})
-            return None
-        return _ms(started)
 
     async def run(self, spec: RunSpec) -> RunResult:
         timings: dict[str, float] = {}
@@ -357,202 +778,22 @@ class DockerRuntime:
                 detail=f"image {spec.image} is unavailable: {exc}",
                 timings=timings,
             )
+        return await _Run(self, client, spec, timings).execute()
 
-        deadline = max(spec.deadline, time.time() + spec.timeout_seconds)
-        started = time.monotonic()
-        create = self._thread(self._create_blocking, client, self._create_kwargs(spec, deadline))
+    async def adopt(self, spec: RunSpec) -> RunResult | None:
         try:
-            try:
-                container_id = await _finish(create)
-            except NotFound as exc:  # the image went away since it was inspected
-                return RunResult("image_unavailable", detail=_explain(exc), timings=timings)
-            except APIError as exc:
-                return RunResult(
-                    "function_failed",
-                    detail=f"the container could not be created: {_explain(exc)}",
-                    timings=timings,
-                )
-            except (DockerException, OSError) as exc:
-                return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
-            timings["create"] = _ms(started)
-            result = await self._attach_start_wait(client, container_id, spec, timings)
-        finally:
-            # Also when cancelled: _finish saw the create through, so its container is known.
-            created = _outcome_of(create)
-            removal = await self._remove(client, created) if created is not None else None
-        if removal is not None:
-            timings["remove"] = removal
-        return result
-
-    async def _attach_start_wait(
-        self, client: Any, container_id: str, spec: RunSpec, timings: dict[str, float]
-    ) -> RunResult:
-        capture = OutputCapture(
-            stdout_limit=self.settings.output_limit_bytes,
-            stderr_tail=self.settings.log_tail_bytes,
-        )
-        attach = self._thread(
-            client.api.attach_socket, container_id, params={"stdout": 1, "stderr": 1, "stream": 1}
-        )
-        try:
-            sock = await _finish(attach)
-        except asyncio.CancelledError:
-            if (attached := _outcome_of(attach)) is not None:
-                _close_attach(attached)
-            raise
-        except APIError as exc:
-            return RunResult("function_failed", detail=_explain(exc), timings=timings)
-        except OSError as exc:
-            return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
-        stop = threading.Event()
-        reader = self._thread(_pump, sock, capture, stop)
-        try:
-            return await self._start_and_wait(client, container_id, spec, timings, capture, reader)
-        finally:
-            stop.set()  # the reader ends within one poll interval and closes the socket
-
-    async def _start_and_wait(
-        self,
-        client: Any,
-        container_id: str,
-        spec: RunSpec,
-        timings: dict[str, float],
-        capture: OutputCapture,
-        reader: asyncio.Future[None],
-    ) -> RunResult:
-        started = time.monotonic()
-        try:
-            await self._thread(client.api.start, container_id)
-        except APIError as exc:
-            # The engine could not start the entrypoint (e.g. no such executable).
-            exit_code: int | None = None
-            with contextlib.suppress(APIError, OSError):
-                exit_code = (await self._thread(self._exit_state, client, container_id)).get(
-                    "ExitCode"
-                )
-            return RunResult(
-                "function_failed",
-                exit_code=exit_code or None,
-                detail=f"the container could not start: {_explain(exc)}",
-                timings=timings,
-            )
-        except OSError as exc:
-            # The request may have reached the engine: the function may be running. Not retried.
+            client = await self._connected()
+            found = await self._thread(_find_blocking, client, spec.execution_id)
+        except (EngineUnavailable, DockerException, OSError) as exc:
+            # A previous delivery may have started the function: it is not run again.
             return RunResult(
                 "runtime_unavailable",
-                detail=f"the Docker engine failed while starting the container: {exc}",
-                timings=timings,
+                detail=f"cannot look for the container of a previous delivery: {_explain(exc)}",
                 started=True,
             )
-        timings["start"] = _ms(started)
-
-        running = time.monotonic()
-        timeout = spec.timeout_seconds
-        try:
-            # The stream ends when the function exits (the init process takes every other
-            # process of the container with it), or when stdout goes over its cap.
-            await asyncio.wait_for(asyncio.shield(reader), timeout)
-        except TimeoutError:
-            return await self._stop(
-                client,
-                container_id,
-                "timed_out",
-                capture,
-                reader,
-                timings,
-                running,
-                detail=f"killed after the {timeout:g} s timeout",
-            )
-        if capture.too_large:
-            return await self._stop(
-                client,
-                container_id,
-                "output_too_large",
-                capture,
-                reader,
-                timings,
-                running,
-                detail=f"stdout went over {self.settings.output_limit_bytes} bytes",
-            )
-
-        # The stream has ended: the function has exited, or is about to. Near the timeout, its
-        # exit status may need a moment more than what is left: give it EXIT_GRACE.
-        remaining = max(timeout - (time.monotonic() - running), 0.0) + EXIT_GRACE
-        waiting = self._thread(client.api.wait, container_id, timeout=remaining + API_TIMEOUT)
-        try:
-            status = await asyncio.wait_for(asyncio.shield(waiting), remaining)
-        except TimeoutError:
-            return await self._stop(
-                client,
-                container_id,
-                "timed_out",
-                capture,
-                reader,
-                timings,
-                running,
-                detail=f"killed after the {timeout:g} s timeout",
-            )
-        except (APIError, OSError) as exc:
-            # The function ran (maybe to its end): the activation fails, it is not run again.
-            timings["run"] = _ms(running)
-            return RunResult(
-                "runtime_unavailable",
-                stderr_tail=capture.stderr_tail,
-                detail=f"the Docker engine failed while the function ran: {_explain(exc)}",
-                timings=timings,
-                started=True,
-            )
-        timings["run"] = _ms(running)
-
-        exit_code = int(status.get("StatusCode", -1))
-        if exit_code == 0:
-            return RunResult(
-                "succeeded",
-                exit_code=0,
-                stdout=capture.stdout,
-                stderr_tail=capture.stderr_tail,
-                timings=timings,
-            )
-        return RunResult(
-            "function_failed",
-            exit_code=exit_code,
-            stdout=capture.stdout,
-            stderr_tail=capture.stderr_tail,
-            detail=await self._failure_detail(client, container_id, exit_code, spec),
-            timings=timings,
-        )
-
-    async def _failure_detail(
-        self, client: Any, container_id: str, exit_code: int, spec: RunSpec
-    ) -> str:
-        if exit_code == 137:  # SIGKILL: the kernel's OOM killer is the usual sender
-            with contextlib.suppress(APIError, OSError):
-                state = await self._thread(self._exit_state, client, container_id)
-                if state.get("OOMKilled"):
-                    return f"killed: out of memory (limit {spec.memory_mb} MiB)"
-        if exit_code > 128:
-            return f"exited with status {exit_code} (signal {exit_code - 128})"
-        return f"exited with status {exit_code}"
-
-    async def _stop(
-        self,
-        client: Any,
-        container_id: str,
-        outcome: Outcome,
-        capture: OutputCapture,
-        reader: asyncio.Future[None],
-        timings: dict[str, float],
-        running: float,
-        *,
-        detail: str,
-    ) -> RunResult:
-        await self._kill(client, container_id)
-        # A killed container's streams close at once; the grace only guards against a stuck
-        # engine (the reader is then told to stop by the caller).
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(reader), KILL_GRACE)
-        timings["run"] = _ms(running)
-        return RunResult(outcome, stderr_tail=capture.stderr_tail, detail=detail, timings=timings)
+        if found is None:
+            return None
+        return await _Adoption(self, client, spec, found).execute()
 
     # --- housekeeping ---------------------------------------------------------------------
 
@@ -567,10 +808,11 @@ class DockerRuntime:
                 deadline = float(labels[DEADLINE_LABEL])
             except (KeyError, ValueError):
                 continue  # not labelled by a spawner of this kind: not ours to judge
+            # Within the grace, even an exited container stays: another spawner may adopt it.
             if deadline + self.settings.stale_after_seconds >= now:
                 continue
             try:
-                client.api.remove_container(container["Id"], force=True)
+                client.api.remove_container(container["Id"], force=True, v=True)
             except NotFound:
                 continue  # another spawner got it first
             except APIError as exc:
@@ -598,17 +840,28 @@ class DockerRuntime:
             logger.warning("stale container sweep failed", extra={"error": str(exc)})
             return 0
 
+    def _ping_blocking(self) -> bool:
+        with self._ping_lock:
+            if self._ping_client is None:
+                self._ping_client = self._make_ping_client()
+            client = self._ping_client
+        return bool(client.ping())
+
     async def ping(self) -> bool:
+        if self._closed:
+            return False
         try:
-            client = await self._connected()
-            return bool(await self._thread(client.ping))
-        except (EngineUnavailable, DockerException, OSError):
+            # The client's own timeout frees the thread; wait_for bounds the caller regardless.
+            return await asyncio.wait_for(self._thread(self._ping_blocking), 2 * PING_TIMEOUT)
+        except (TimeoutError, DockerException, OSError):
             return False
 
     async def close(self) -> None:
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await self._thread(client.close)
+        clients = (self._client, self._ping_client)
+        self._client = self._ping_client = None
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await self._thread(client.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
