@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from faas_common.contract import PHASES
+
 Outcome = Literal[
     "succeeded",
     "function_failed",
@@ -33,8 +35,9 @@ Outcome = Literal[
   redelivered) only when the container was never started (``RunResult.started`` false).
 """
 
-PHASES = ("pull", "create", "start", "run", "remove")
-"""Keys of ``RunResult.timings`` (milliseconds); a phase that did not happen is absent."""
+RUN_PHASES = PHASES[1:]
+"""Keys of ``RunResult.timings`` (milliseconds): the contract's ``PHASES`` after ``queue``; a
+phase that did not happen is absent."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class RunResult:
     detail: str | None = None
     """A sentence for people: why it failed (timeout, OOM kill, pull error, ...)."""
     timings: dict[str, float] = field(default_factory=dict)
-    """Milliseconds per phase (see ``PHASES``)."""
+    """Milliseconds per phase (see ``RUN_PHASES``)."""
     started: bool = False
     """Whether the container's start was requested: from then on the function may have run (and
     had its effects), so an activation that failed afterwards is never run again."""
