@@ -10,7 +10,8 @@ If the watch ends or fails it is started again and the dict is rebuilt from the 
 (a key deleted meanwhile disappears). After the NATS connection comes back (``rebuild``, on the
 client's reconnect) the watch is started again too: a restarted server has forgotten the
 watch's consumer without telling the client, so the old watch would stay silent while deletes
-happen. Until the new load finishes, lookups read the bucket.
+happen. Until the new load finishes, lookups read the bucket (retried across an election of the
+bucket's leader); only if the bucket does not answer at all is the last snapshot used.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 import nats.errors
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
 
 from faas_common.contract import FunctionSnapshot, function_key
+from faas_common.nats import NATS_ERRORS, RetryBudget, retrying
 from publisher_service.exceptions import RuntimeUnavailable
 
 logger = logging.getLogger("publisher.catalog")
@@ -37,10 +39,15 @@ _REMOVALS = frozenset({KV_DEL, KV_PURGE})
 class FunctionCache:
     """``FunctionCatalog`` over the ``functions`` bucket (memory first, then one direct read)."""
 
-    def __init__(self, kv: KeyValue, *, restart_delay: float = 1.0) -> None:
+    def __init__(
+        self, kv: KeyValue, *, budget: RetryBudget | None = None, restart_delay: float = 1.0
+    ) -> None:
         self._kv = kv
+        self._budget = budget or RetryBudget()
         self._restart_delay = restart_delay
         self._functions: dict[str, FunctionSnapshot] = {}
+        self._stale: dict[str, FunctionSnapshot] = {}
+        """What the previous watch knew, while a rebuild loads the bucket again."""
         self._loaded = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,7 +69,7 @@ class FunctionCache:
     async def rebuild(self) -> None:
         """Forget everything and load the bucket again from a new watch."""
         await self.stop()
-        self._functions = {}
+        self._stale, self._functions = self._functions, {}
         self._loaded.clear()
         self._task = asyncio.create_task(self._run(), name="functions-watch")
         logger.info("function cache rebuilt after a NATS reconnect: reloading the functions")
@@ -83,11 +90,18 @@ class FunctionCache:
         # Not seen by the watcher (yet): ask the bucket. The answer is not cached; the watcher
         # delivers the key soon, in order with its later changes.
         try:
-            entry = await self._kv.get(key)
-        except KeyNotFoundError:
-            return None
-        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            return await retrying(lambda _: self._read(key), self._budget, what="function lookup")
+        except NATS_ERRORS as exc:
+            stale = self._stale.get(key)
+            if stale is not None and not self.loaded:
+                return stale  # the bucket does not answer: the last snapshot is all there is
             raise RuntimeUnavailable("The function catalog (NATS) is unavailable") from exc
+
+    async def _read(self, key: str) -> FunctionSnapshot | None:
+        try:
+            entry = await self._kv.get(key)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None
         return _parse(key, entry.value)
 
     async def _run(self) -> None:
@@ -110,6 +124,7 @@ class FunctionCache:
                 if entry is None:
                     if fresh is not None:
                         self._functions, fresh = fresh, None
+                        self._stale = {}
                         self._loaded.set()
                         logger.info("functions loaded", extra={"functions": len(self._functions)})
                     continue

@@ -89,7 +89,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     )
     functions_kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
 
-    catalog = FunctionCache(functions_kv)
+    catalog = FunctionCache(functions_kv, budget=budget)
     await catalog.start(wait=settings.nats_timeout)
     stack.push_async_callback(catalog.stop)
     on_reconnect.append(catalog.rebuild)

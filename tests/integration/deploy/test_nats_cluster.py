@@ -11,16 +11,9 @@ the data must still be there and writable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import os
-import re
 import signal
-import subprocess
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,106 +27,17 @@ from nats.js import JetStreamContext
 from faas_common.contract import EXECUTIONS_STREAM, FUNCTIONS_BUCKET, executions_stream_config
 from faas_common.nats import ensure_kv, ensure_stream
 from faas_common.settings import CommonSettings
-from tests.support import deploy
-from tests.support.infra import require
-from tests.support.nats_server import LOOPBACK, find_nats_server, free_port
+from tests.support.nats_cluster import NODES, Node, running_cluster
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(180)]
 
-NODES = ("nats-1", "nats-2", "nats-3")
 T = TypeVar("T")
-
-
-@dataclass
-class Node:
-    name: str
-    client_port: int
-    monitor_port: int
-    cluster_port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.client_port}"
-
-    def monitor(self, endpoint: str) -> dict[str, object]:
-        url = f"http://{LOOPBACK}:{self.monitor_port}/{endpoint}"
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            data: dict[str, object] = json.load(reply)
-            return data
-
-
-def node_config(store: Path) -> str:
-    """The deployment's configuration with the JetStream store moved to ``store``."""
-    text = deploy.NATS_CONFIG.read_text(encoding="utf-8")
-    moved, count = re.subn(r"(?m)^(\s*store_dir:\s*)\S+", rf"\g<1>{store}", text)
-    assert count == 1, "nats-server.conf sets store_dir exactly once"
-    return moved
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[list[Node]]:
-    binary = find_nats_server()
-    if binary is None:
-        require("nats-server", "no nats-server binary next to the interpreter nor on PATH")
-    nodes = [Node(name, free_port(), free_port(), free_port()) for name in NODES]
-    routes = ",".join(f"nats://{LOOPBACK}:{node.cluster_port}" for node in nodes)
-    try:
-        for node in nodes:
-            config = tmp_path / f"{node.name}.conf"
-            config.write_text(node_config(tmp_path / node.name / "store"))
-            log = (tmp_path / f"{node.name}.log").open("wb")
-            node.process = subprocess.Popen(
-                [
-                    str(binary),
-                    "--config",
-                    str(config),
-                    "--addr",
-                    LOOPBACK,
-                    "--port",
-                    str(node.client_port),
-                    "--http_port",
-                    str(node.monitor_port),
-                    "--cluster",
-                    f"nats://{LOOPBACK}:{node.cluster_port}",
-                    "--routes",
-                    routes,
-                ],
-                env={**os.environ, "NATS_SERVER_NAME": node.name},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            log.close()
-        wait_for_meta_leader(nodes, tmp_path)
-        yield nodes
-    finally:
-        for node in nodes:
-            if node.process is not None and node.process.poll() is None:
-                node.process.terminate()
-        for node in nodes:
-            if node.process is not None:
-                try:
-                    node.process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    node.process.kill()
-                    node.process.wait()
-
-
-def wait_for_meta_leader(nodes: list[Node], logs: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for node in nodes:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                log = (logs / f"{node.name}.log").read_text(errors="replace")
-                pytest.fail(f"{node.name} exited at start-up:\n{log[-2000:]}")
-        with contextlib.suppress(OSError, ValueError):
-            meta = nodes[0].monitor("jsz").get("meta_cluster")
-            if isinstance(meta, dict) and meta.get("leader") and meta.get("cluster_size") == 3:
-                return
-        time.sleep(0.2)
-    pytest.fail("the three nodes did not elect a JetStream meta leader")
+    with running_cluster(tmp_path) as nats_cluster:
+        yield nats_cluster.nodes
 
 
 @pytest.fixture
@@ -181,13 +85,7 @@ async def test_streams_and_buckets_survive_the_loss_of_a_node(
     cluster: list[Node], client: NATS
 ) -> None:
     js: JetStreamContext = client.jetstream(timeout=5)
-    defaults = CommonSettings()
-    config = executions_stream_config(
-        max_in_flight=defaults.max_in_flight,
-        max_in_flight_per_user=defaults.max_in_flight_per_user,
-        replicas=3,
-        max_age=defaults.job_max_age_seconds,
-    )
+    config = executions_stream_config(CommonSettings(nats_replicas=3))
     stream = await ensure_stream(js, config)
     assert stream.config.num_replicas == 3
     kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=3)
