@@ -7,6 +7,10 @@
 # Local stack: FAAS_PORT (8080), FAAS_HOST (127.0.0.1), FAAS_NATS_PORT (4222), FAAS_DATA_DIR
 # (.data), LOG_LEVEL (INFO). compose and swarm: FAAS_HTTP_PORT (80), FAAS_SECRETS_DIR (.secrets),
 # FAAS_PROJECT (faas), FAAS_IMAGE_TAG (latest), FAAS_WAIT_SECONDS (300), FAAS_SWARM_ADVERTISE_ADDR.
+# Services: auth-service (port 8081), registry-service (8082), publisher-service (8083),
+# spawner-service, apisix, nats-1..3, postgres. Scale one by that name (first export the
+# variables README.md's "Scale" lists, DOCKER_GID above all):
+#   docker compose -p faas up -d --scale spawner-service=20   |   docker service scale faas_spawner-service=20
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -210,7 +214,7 @@ run_compose() {
   say "starting the compose project '${PROJECT}'"
   compose up --detach --no-build --remove-orphans
   if ! wait_for_gateway; then
-    echo "see: ${COMPOSE[*]} -p ${PROJECT} ps   and   ${COMPOSE[*]} -p ${PROJECT} logs" >&2
+    echo "see: ${COMPOSE[*]} -p ${PROJECT} ps   and   ${COMPOSE[*]} -p ${PROJECT} logs [SERVICE, e.g. auth-service]" >&2
     exit 1
   fi
   print_url
@@ -246,7 +250,7 @@ run_swarm() {
   # The images were just built on this node: do not ask a registry for their digests.
   docker stack deploy --resolve-image never --compose-file "${COMPOSE_FILE}" "${PROJECT}"
   if ! wait_for_gateway; then
-    echo "see: docker stack ps ${PROJECT}   and   docker service logs ${PROJECT}_<service>" >&2
+    echo "see: docker stack ps ${PROJECT}   and   docker service logs ${PROJECT}_<service> (e.g. ${PROJECT}_auth-service)" >&2
     exit 1
   fi
   print_url
@@ -307,7 +311,7 @@ case "$mode" in
     esac
     ;;
   -h|--help|help)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     ;;
   *)
     usage_error "unknown mode '$mode' (expected: local, compose, swarm or down)"

@@ -13,6 +13,11 @@ FAAS_NATS_PORT (4222), FAAS_DATA_DIR (.data), LOG_LEVEL (INFO). compose and swar
 Desktop (or another engine with the Compose v2 plugin): FAAS_HTTP_PORT (80), FAAS_SECRETS_DIR
 (.secrets), FAAS_PROJECT (faas), FAAS_IMAGE_TAG (latest), FAAS_WAIT_SECONDS (300),
 FAAS_SWARM_ADVERTISE_ADDR, DOCKER_GID.
+
+Services: auth-service (port 8081), registry-service (8082), publisher-service (8083),
+spawner-service, apisix, nats-1..3, postgres. Scale one by that name (first export the
+variables README.md's "Scale" lists, DOCKER_GID above all):
+  docker compose -p faas up -d --scale spawner-service=20   |   docker service scale faas_spawner-service=20
 #>
 [CmdletBinding()]
 param(
@@ -222,7 +227,7 @@ function Start-Compose {
     Set-DeployEnvironment
     Say "starting the compose project '$Project'"
     Invoke-Compose up --detach --no-build --remove-orphans
-    if (-not (Wait-Gateway)) { Fail "see: docker compose -p $Project ps   and   docker compose -p $Project logs" }
+    if (-not (Wait-Gateway)) { Fail "see: docker compose -p $Project ps   and   docker compose -p $Project logs [SERVICE, e.g. auth-service]" }
     Write-Url
 }
 
@@ -247,7 +252,7 @@ function Start-Swarm {
     Say "deploying the stack '$Project'"
     # The images were just built on this node: do not ask a registry for their digests.
     Invoke-Native docker stack deploy --resolve-image never --compose-file $ComposeFile $Project
-    if (-not (Wait-Gateway)) { Fail "see: docker stack ps $Project   and   docker service logs ${Project}_<service>" }
+    if (-not (Wait-Gateway)) { Fail "see: docker stack ps $Project   and   docker service logs ${Project}_<service> (e.g. ${Project}_auth-service)" }
     Write-Url
 }
 

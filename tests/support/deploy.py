@@ -1,5 +1,6 @@
 """Readers for the deployment files: docker-compose.yml, the gateway's APISIX configuration, the
-NATS cluster configuration and bin/run.sh's image list, plus a model of APISIX route matching.
+NATS cluster configuration and bin/run.sh's image list, plus a model of APISIX route matching and
+the compose service names and addresses the documentation mentions.
 
 Only parsing: nothing here starts a container or a gateway.
 """
@@ -30,9 +31,22 @@ NATS_CONFIG = ROOT / "nats" / "nats-server.conf"
 RUN_SH = ROOT / "bin" / "run.sh"
 RUN_PS1 = ROOT / "bin" / "run.windows.ps1"
 FETCH_COMPOSE = ROOT / "bin" / "fetch-compose.sh"
+README = ROOT / "README.md"
+# The stack name of `docker stack deploy` and the compose project name (bin/run.sh's FAAS_PROJECT).
+STACK = "faas"
 
 _COMPOSE_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 _APISIX_VARIABLE = re.compile(r"^\$\{\{\s*([A-Za-z0-9_]+)\s*(?::=\s*(.*?))?\s*\}\}$")
+# `[scheme://][user@]host:port`, host a name (no dots, not starting with a digit): an address on
+# the compose network. `127.0.0.1:8081`, `example.org:443` and image tags such as `nats:2.15-alpine`
+# or `postgres:16-bookworm` do not match.
+_SERVICE_ADDRESS = re.compile(
+    r"(?:(?<=//)|(?<=@)|(?<![\w.:/@$-]))([A-Za-z][A-Za-z0-9_-]*):(\d{2,5})(?![\w.:-])"
+)
+_LOOPBACK_PORT = re.compile(r"127\.0\.0\.1[:/](\d{2,5})\b")
+_SCALE_OPTION = re.compile(r"--scale[ =]([^\s=]+)=")
+_FENCE = re.compile(r"^ *(```|~~~)[^\n]*\n(.*?)^ *\1 *$", re.MULTILINE | re.DOTALL)
+_INLINE_CODE = re.compile(r"(`+)(.+?)\1")
 
 
 # --- docker-compose.yml -------------------------------------------------------------------------
@@ -103,6 +117,32 @@ def secret_targets(service: Mapping[str, Any]) -> set[str]:
 
 def replicas(service: Mapping[str, Any]) -> int:
     return int((service.get("deploy") or {}).get("replicas", 1))
+
+
+def healthcheck_ports(service: Mapping[str, Any]) -> set[int]:
+    """The loopback ports a service's healthcheck probes (``127.0.0.1:N`` or ``/127.0.0.1/N``)."""
+    test = (service.get("healthcheck") or {}).get("test") or []
+    text = " ".join(test) if isinstance(test, list) else str(test)
+    return {int(port) for port in _LOOPBACK_PORT.findall(text)}
+
+
+def listening_ports(compose: Mapping[str, Any], name: str) -> set[int]:
+    """The ports docker-compose.yml says service ``name`` listens on: its own ``*_PORT``
+    variables, the ports its healthcheck probes and the container ports it publishes, and every
+    ``name:port`` another service's environment addresses it at (``NATS_URL``, ``DATABASE_URL``)."""
+    all_services = services(compose)
+    service = all_services[name]
+    ports = healthcheck_ports(service)
+    for variable, value in environment_of(service).items():
+        if variable.endswith("_PORT") and value.isdigit():
+            ports.add(int(value))
+    for published in service.get("ports") or []:
+        if isinstance(published, Mapping):
+            ports.add(int(published["target"]))
+    for other in all_services.values():
+        for value in environment_of(other).values():
+            ports |= {int(port) for host, port in service_addresses(value) if host == name}
+    return ports
 
 
 # --- the gateway ----------------------------------------------------------------------------------
@@ -220,6 +260,14 @@ def gateway_base_image() -> tuple[str, str]:
     return version.group(1), base.group(1)
 
 
+def gateway_ports() -> set[int]:
+    """The ports the gateway listens on per its APISIX configuration (traffic and metrics)."""
+    config = load_apisix_config()
+    ports = {int(port) for port in config["apisix"]["node_listen"]}
+    ports.add(int(config["plugin_attr"]["prometheus"]["export_addr"]["port"]))
+    return ports
+
+
 # --- NATS -----------------------------------------------------------------------------------------
 
 
@@ -267,6 +315,91 @@ def run_windows_images() -> list[BuiltImage]:
     text = RUN_PS1.read_text(encoding="utf-8")
     pattern = r"Image = '([^']+)'; Dockerfile = '([^']+)'; Context = '([^']+)'"
     return [BuiltImage(*match) for match in re.findall(pattern, text)]
+
+
+# --- what the documentation says about the topology -----------------------------------------------
+
+
+def service_addresses(text: str) -> list[tuple[str, str]]:
+    """Every ``host:port`` (bare or in a URL) in ``text`` whose host is a name, ``localhost``
+    excepted: (host, port) as written."""
+    return [
+        (host, port) for host, port in _SERVICE_ADDRESS.findall(text) if host.lower() != "localhost"
+    ]
+
+
+def is_placeholder(name: str) -> bool:
+    """``NAME``, ``SERVICE``, ``<service-name>``: a stand-in for a name, not a name."""
+    return bool(re.fullmatch(r"[A-Z_]+|<[^>]*>", name))
+
+
+def markdown_code(text: str) -> list[str]:
+    """The code of a Markdown document: each line of its fenced blocks, then its inline spans."""
+    lines: list[str] = []
+    for block in _FENCE.finditer(text):
+        lines.extend(block.group(2).splitlines())
+    prose = _FENCE.sub("", text)
+    lines.extend(match.group(2).strip() for match in _INLINE_CODE.finditer(prose))
+    return lines
+
+
+def comment_lines(path: Path) -> list[str]:
+    """The comments of a shell, PowerShell or YAML file (``# ...`` lines and ``<# ... #>``
+    blocks), one line each: what a reader copies commands from."""
+    text = path.read_text(encoding="utf-8")
+    stripped = (line.strip() for line in text.splitlines())
+    comments = [line[1:] for line in stripped if line.startswith("#")]
+    for block in re.finditer(r"<#(.*?)#>", text, re.DOTALL):
+        comments.extend(block.group(1).splitlines())
+    return comments
+
+
+def scaled_services(line: str) -> list[tuple[str, int | None]]:
+    """The services a command line scales, with their counts: ``--scale NAME=N`` (compose) and
+    ``faas_NAME=N`` / ``faas_NAME`` in a ``docker service`` command (swarm)."""
+    found: list[tuple[str, int | None]] = []
+    for match in _SCALE_OPTION.finditer(line):
+        found.append((match.group(1), _count_after(line, match.end())))
+    if "docker service" in line:
+        for match in re.finditer(rf"(?<![\w$-]){STACK}_([^\s=`'\")]+)(=?)", line):
+            count = _count_after(line, match.end()) if match.group(2) else None
+            found.append((match.group(1).rstrip(".,;:"), count))
+    return found
+
+
+def _count_after(line: str, position: int) -> int | None:
+    digits = re.match(r"\d+", line[position:])
+    return int(digits.group(0)) if digits else None
+
+
+@dataclass(frozen=True)
+class TopologyRow:
+    names: list[str]
+    replicas: int
+    port: int | None
+
+
+def readme_topology(text: str) -> list[TopologyRow]:
+    """The rows of the table under README.md's ``### Topology`` heading."""
+    section = re.search(r"^### Topology\n(.*?)(?=^#)", text, re.MULTILINE | re.DOTALL)
+    assert section is not None, "README.md has no Topology section"
+    rows = [line for line in section.group(1).splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    column = {name: header.index(name) for name in ("service", "replicas", "port")}
+    table = []
+    for row in rows[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        replicas = re.match(r"\d+", cells[column["replicas"]])
+        port = re.fullmatch(r"\d+", cells[column["port"]])
+        assert replicas is not None, f"no replica count in {row}"
+        table.append(
+            TopologyRow(
+                names=re.findall(r"`([^`]+)`", cells[column["service"]]),
+                replicas=int(replicas.group(0)),
+                port=int(port.group(0)) if port else None,
+            )
+        )
+    return table
 
 
 # --- the Docker Compose v2 binary -----------------------------------------------------------------

@@ -212,7 +212,7 @@ def token_verifier_from_settings(
     raise ConfigurationError(
         f"{service} verifies every token itself: set JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL "
         "(auth-service's PEM public key, or its JWKS, e.g. "
-        "http://auth-service:8000/auth/.well-known/jwks.json)"
+        "http://auth-service:8081/auth/.well-known/jwks.json)"
     )
 
 

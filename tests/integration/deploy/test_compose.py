@@ -34,6 +34,14 @@ from tests.support.infra import require
 pytestmark = pytest.mark.timeout(600)
 
 READY_PATHS = ("/auth/ready", "/registry/ready", "/publisher/ready")
+# The seed's service names and internal ports (http://auth-service:8081, ...), and the variable
+# that sets each port.
+SEED_PORTS = {"auth-service": 8081, "registry-service": 8082, "publisher-service": 8083}
+HTTP_PORTS = {
+    "auth-service": "AUTH_PORT",
+    "registry-service": "REGISTRY_PORT",
+    "publisher-service": "PUBLISHER_PORT",
+}
 MIN_DOCKER_CLI = 23
 
 
@@ -92,10 +100,10 @@ def test_docker_compose_normalises_the_file_to_the_topology(
         "nats-2": 1,
         "nats-3": 1,
         "postgres": 1,
-        "auth": 3,
-        "registry": 3,
-        "publisher": 3,
-        "spawner": 10,
+        "auth-service": 3,
+        "registry-service": 3,
+        "publisher-service": 3,
+        "spawner-service": 10,
         "apisix": 1,
     }
     assert [name for name, svc in services.items() if svc.get("ports")] == ["apisix"]
@@ -104,13 +112,18 @@ def test_docker_compose_normalises_the_file_to_the_topology(
     for name, secret in config["secrets"].items():
         assert Path(secret["file"]).parent == secrets_dir, name
     assert config["networks"]["backend"]["internal"] is True
+    listening = {
+        name: services[name]["environment"][variable] for name, variable in HTTP_PORTS.items()
+    }
+    assert listening == {name: str(port) for name, port in SEED_PORTS.items()}
+    assert services["apisix"]["depends_on"].keys() == SEED_PORTS.keys()
 
     moved = {**tool_env(secrets_dir), "FAAS_HTTP_PORT": "8088", "FAAS_IMAGE_TAG": "1.2.3"}
     result = run_tool([*command, "config", "--format", "json"], moved)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     assert str(services["apisix"]["ports"][0]["published"]) == "8088"
-    assert services["auth"]["image"] == "faas-platform/auth-service:1.2.3"
+    assert services["auth-service"]["image"] == "faas-platform/auth-service:1.2.3"
 
 
 def test_docker_compose_lists_the_images_bin_run_sh_builds(
@@ -152,8 +165,11 @@ def test_docker_stack_config_accepts_the_file(docker_cli: str, secrets_dir: Path
     config = yaml.safe_load(result.stdout)
     services = config["services"]
     assert set(services) == set(deploy.services(deploy.load_compose()))
-    assert services["spawner"]["deploy"]["replicas"] == 10
-    assert services["auth"]["deploy"]["endpoint_mode"] == "dnsrr"
+    assert services["spawner-service"]["deploy"]["replicas"] == 10
+    for name, port in SEED_PORTS.items():
+        # `docker service scale faas_<name>=N` resolves; the gateway reaches <name>:<port>.
+        assert services[name]["deploy"]["endpoint_mode"] == "dnsrr"
+        assert services[name]["environment"][HTTP_PORTS[name]] == str(port)
     assert [name for name, svc in services.items() if svc.get("ports")] == ["apisix"]
     assert services["apisix"]["ports"][0]["mode"] == "host"
     assert all("container_name" not in svc for svc in services.values())

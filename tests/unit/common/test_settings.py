@@ -48,7 +48,7 @@ def test_plain_names_are_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ENVIRONMENT", "local")
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("NATS_REPLICAS", "3")
-    monkeypatch.setenv("JWT_JWKS_URL", "http://auth:8000/auth/.well-known/jwks.json")
+    monkeypatch.setenv("JWT_JWKS_URL", "http://auth-service:8081/auth/.well-known/jwks.json")
     monkeypatch.setenv("JWT_PUBLIC_KEY_FILE", "/run/secrets/jwt-public.pem")
     monkeypatch.setenv("MAX_BODY_BYTES", "4096")
     settings = CommonSettings()
@@ -57,7 +57,7 @@ def test_plain_names_are_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.environment == "local"
     assert settings.log_level == "DEBUG"
     assert settings.nats_replicas == 3
-    assert settings.jwt_jwks_url == "http://auth:8000/auth/.well-known/jwks.json"
+    assert settings.jwt_jwks_url == "http://auth-service:8081/auth/.well-known/jwks.json"
     assert settings.jwt_public_key_file == Path("/run/secrets/jwt-public.pem")
     assert settings.max_body_bytes == 4096
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +32,48 @@ from registry_service.main import create_app as create_registry_app
 from spawner_service.config import SpawnerSettings
 from tests.support import deploy
 
-HTTP_SERVICES: dict[str, tuple[str, type[CommonSettings]]] = {
-    # compose service: (gateway prefix, settings)
-    "auth": ("/auth", AuthSettings),
-    "registry": ("/registry", RegistrySettings),
-    "publisher": ("/publisher", PublisherSettings),
+
+@dataclass(frozen=True)
+class HttpService:
+    upstream: str  # the gateway's upstream id, and the service's path prefix without the slash
+    settings: type[CommonSettings]
+    port: int  # where it listens in compose and swarm (the seed's http://NAME:PORT)
+
+    @property
+    def prefix(self) -> str:
+        return f"/{self.upstream}"
+
+    @property
+    def env_prefix(self) -> str:
+        return str(self.settings.model_config.get("env_prefix"))
+
+
+# The compose service names: what `docker compose up --scale NAME=N` and
+# `docker service scale faas_NAME=N` take.
+AUTH = "auth-service"
+REGISTRY = "registry-service"
+PUBLISHER = "publisher-service"
+SPAWNER = "spawner-service"
+HTTP_SERVICES: dict[str, HttpService] = {
+    AUTH: HttpService("auth", AuthSettings, 8081),
+    REGISTRY: HttpService("registry", RegistrySettings, 8082),
+    PUBLISHER: HttpService("publisher", PublisherSettings, 8083),
 }
 PLATFORM_SERVICES: dict[str, type[CommonSettings]] = {
-    "auth": AuthSettings,
-    "registry": RegistrySettings,
-    "publisher": PublisherSettings,
-    "spawner": SpawnerSettings,
+    AUTH: AuthSettings,
+    REGISTRY: RegistrySettings,
+    PUBLISHER: PublisherSettings,
+    SPAWNER: SpawnerSettings,
 }
 EXPECTED_REPLICAS = {
     "nats-1": 1,
     "nats-2": 1,
     "nats-3": 1,
     "postgres": 1,
-    "auth": 3,
-    "registry": 3,
-    "publisher": 3,
-    "spawner": 10,
+    AUTH: 3,
+    REGISTRY: 3,
+    PUBLISHER: 3,
+    SPAWNER: 10,
     "apisix": 1,
 }
 GATEWAY = "apisix"
@@ -94,9 +116,9 @@ def apps() -> dict[str, FastAPI]:
     # The factories connect nothing until their lifespan runs: building the apps is enough to
     # read their OpenAPI documents.
     return {
-        "auth": create_auth_app(AuthSettings(private_key_file=Path("unused.pem"))),
-        "registry": create_registry_app(RegistrySettings(jwt_public_key_file=Path("unused"))),
-        "publisher": create_publisher_app(PublisherSettings(jwt_public_key_file=Path("unused"))),
+        AUTH: create_auth_app(AuthSettings(private_key_file=Path("unused.pem"))),
+        REGISTRY: create_registry_app(RegistrySettings(jwt_public_key_file=Path("unused"))),
+        PUBLISHER: create_publisher_app(PublisherSettings(jwt_public_key_file=Path("unused"))),
     }
 
 
@@ -134,14 +156,14 @@ def env_names(settings: type[BaseSettings]) -> set[str]:
 def test_every_endpoint_of_every_service_is_routed_to_it(
     service: str, apps: dict[str, FastAPI], gateway_routes: list[deploy.Route]
 ) -> None:
-    prefix, _ = HTTP_SERVICES[service]
+    http = HTTP_SERVICES[service]
     unrouted, misrouted = [], []
     for method, path in operations(apps[service]):
-        assert path.startswith(f"{prefix}/"), f"{service} serves {path} outside {prefix}/"
+        assert path.startswith(f"{http.prefix}/"), f"{service} serves {path} outside {http.prefix}/"
         route = deploy.route_for(gateway_routes, path, method)
         if route is None:
             unrouted.append(f"{method} {path}")
-        elif route.upstream_id != service:
+        elif route.upstream_id != http.upstream:
             misrouted.append(f"{method} {path} -> {route.upstream_id} (route {route.id})")
     assert not unrouted, f"no gateway route for {unrouted}"
     assert not misrouted, f"routed to the wrong upstream: {misrouted}"
@@ -164,11 +186,11 @@ def test_token_protection_matches_the_services(
 def test_the_documents_and_probes_outside_openapi_are_open(
     gateway_routes: list[deploy.Route],
 ) -> None:
-    for prefix, _ in HTTP_SERVICES.values():
+    for http in HTTP_SERVICES.values():
         for suffix in OPEN_SUFFIXES:
-            route = deploy.route_for(gateway_routes, f"{prefix}{suffix}", "GET")
-            assert route is not None, f"{prefix}{suffix} is not routed"
-            assert "jwt-auth" not in route.plugins, f"{prefix}{suffix} needs a token"
+            route = deploy.route_for(gateway_routes, f"{http.prefix}{suffix}", "GET")
+            assert route is not None, f"{http.prefix}{suffix} is not routed"
+            assert "jwt-auth" not in route.plugins, f"{http.prefix}{suffix} needs a token"
 
 
 def test_paths_outside_the_services_are_not_routed(gateway_routes: list[deploy.Route]) -> None:
@@ -194,35 +216,52 @@ def test_every_route_points_at_a_defined_upstream(gateway: dict[str, Any]) -> No
 # --- upstreams: compose services and the ports the services listen on ---------------------------
 
 
-def test_upstreams_are_compose_services_on_their_default_ports(
+def test_the_platform_services_have_the_seeds_names(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    # `docker compose up --scale spawner-service=N`, `docker service scale faas_auth-service=N`.
+    assert set(PLATFORM_SERVICES) <= set(compose_services)
+    assert set(HTTP_SERVICES) < set(PLATFORM_SERVICES)
+    for name in compose_services:
+        assert name == name.lower(), f"{name}: compose service names are lowercase"
+
+
+def test_each_http_service_listens_on_its_own_port_set_in_compose(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    for service, http in HTTP_SERVICES.items():
+        env = deploy.environment_of(compose_services[service])
+        assert env.get(f"{http.env_prefix}PORT") == str(http.port), (
+            f"{service}: set {http.env_prefix}PORT={http.port}"
+        )
+        assert env.get(f"{http.env_prefix}HOST", ANY_ADDRESS) == ANY_ADDRESS
+    assert len({http.port for http in HTTP_SERVICES.values()}) == len(HTTP_SERVICES)
+
+
+def test_upstreams_are_compose_services_on_the_ports_they_listen_on(
     gateway: dict[str, Any], compose_services: dict[str, dict[str, Any]]
 ) -> None:
     found = deploy.upstreams(gateway)
-    assert set(found) == set(HTTP_SERVICES)
-    for service, (_, settings) in HTTP_SERVICES.items():
-        nodes = deploy.upstream_nodes(found[service])
-        port = settings.model_fields["port"].default
-        assert nodes == [(service, port)], f"upstream {service}: {nodes}"
+    assert set(found) == {http.upstream for http in HTTP_SERVICES.values()}
+    for service, http in HTTP_SERVICES.items():
+        nodes = deploy.upstream_nodes(found[http.upstream])
+        assert nodes == [(service, http.port)], f"upstream {http.upstream}: {nodes}"
         assert service in compose_services, f"upstream host {service} is no compose service"
-        env = deploy.environment_of(compose_services[service])
-        prefix = str(settings.model_config.get("env_prefix"))
-        assert env.get(f"{prefix}PORT", str(port)) == str(port)
-        assert env.get(f"{prefix}HOST", ANY_ADDRESS) == ANY_ADDRESS
 
 
 def test_compose_healthchecks_probe_each_services_own_health_path(
     compose_services: dict[str, dict[str, Any]],
 ) -> None:
-    for service, (prefix, settings) in HTTP_SERVICES.items():
+    for service, http in HTTP_SERVICES.items():
         probe = " ".join(compose_services[service]["healthcheck"]["test"])
-        port = settings.model_fields["port"].default
-        assert f"http://127.0.0.1:{port}{prefix}/health" in probe, probe
+        assert f"http://127.0.0.1:{http.port}{http.prefix}/health" in probe, probe
+        assert deploy.healthcheck_ports(compose_services[service]) == {http.port}, probe
 
 
 def test_the_publisher_route_waits_as_long_as_a_sync_activation(
     gateway: dict[str, Any], apps: dict[str, FastAPI]
 ) -> None:
-    schemas = apps["registry"].openapi()["components"]["schemas"]
+    schemas = apps[REGISTRY].openapi()["components"]["schemas"]
     longest_function = max(
         schema["properties"]["timeout_seconds"].get("maximum", 0)
         for schema in schemas.values()
@@ -234,7 +273,7 @@ def test_the_publisher_route_waits_as_long_as_a_sync_activation(
         + longest_function
         + fields["reply_grace_seconds"].default
     )
-    read = deploy.upstreams(gateway)["publisher"]["timeout"]["read"]
+    read = deploy.upstreams(gateway)[HTTP_SERVICES[PUBLISHER].upstream]["timeout"]["read"]
     assert read >= needed, f"publisher read timeout {read} s < {needed} s"
 
 
@@ -279,7 +318,7 @@ def test_the_gateway_reads_the_public_key_secret_the_services_read(
     gateway = compose_services[GATEWAY]
     key_file = deploy.environment_of(gateway)["JWT_PUBLIC_KEY_FILE"]
     assert key_file in deploy.secret_targets(gateway)
-    for name in ("registry", "publisher"):
+    for name in (REGISTRY, PUBLISHER):
         service = compose_services[name]
         assert deploy.environment_of(service)["JWT_PUBLIC_KEY_FILE"] == key_file
         assert key_file in deploy.secret_targets(service)
@@ -293,8 +332,8 @@ def test_only_auth_service_gets_the_private_key(
         for name, svc in compose_services.items()
         if "jwt_private_key" in deploy.secret_names(svc)
     }
-    assert holders == {"auth"}
-    auth = compose_services["auth"]
+    assert holders == {AUTH}
+    auth = compose_services[AUTH]
     assert deploy.environment_of(auth)["AUTH_PRIVATE_KEY_FILE"] in deploy.secret_targets(auth)
     assert deploy.environment_of(auth)["AUTH_GENERATE_KEYS"] == "false"
 
@@ -436,7 +475,7 @@ def test_the_database_password_comes_only_from_the_secret(
     postgres = deploy.environment_of(compose_services["postgres"])
     assert "POSTGRES_PASSWORD" not in postgres
     assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
-    for name in ("auth", "registry"):
+    for name in (AUTH, REGISTRY):
         service = compose_services[name]
         env = deploy.environment_of(service)
         url = make_url(env["DATABASE_URL"])
@@ -467,7 +506,9 @@ def test_the_services_settings_accept_the_compose_environment(
                 patch.setenv("DATABASE_PASSWORD_FILE", str(password))
             settings = settings_class()
         assert settings.environment == "production"
-        assert settings.nats_replicas == (1 if name == "auth" else 3)
+        assert settings.nats_replicas == (1 if name == AUTH else 3)
+        if name in HTTP_SERVICES:
+            assert getattr(settings, "port", None) == HTTP_SERVICES[name].port, name
 
 
 def test_publishers_and_spawners_share_the_stream_settings(
@@ -477,8 +518,8 @@ def test_publishers_and_spawners_share_the_stream_settings(
     # every shared setting one of them gets, the other must get with the same value.
     only_one_side = {"JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL", "MAX_BODY_BYTES"}  # HTTP only
     shared = env_names(CommonSettings) - only_one_side
-    publisher = deploy.environment_of(compose_services["publisher"])
-    spawner = deploy.environment_of(compose_services["spawner"])
+    publisher = deploy.environment_of(compose_services[PUBLISHER])
+    spawner = deploy.environment_of(compose_services[SPAWNER])
     names = (set(publisher) | set(spawner)) & shared
     assert {"MAX_IN_FLIGHT", "MAX_IN_FLIGHT_PER_USER", "NATS_REPLICAS", "NATS_URL"} <= names
     differing = {name for name in names if publisher.get(name) != spawner.get(name)}
@@ -488,19 +529,19 @@ def test_publishers_and_spawners_share_the_stream_settings(
 def test_the_spawners_reach_the_hosts_docker_engine(
     compose_services: dict[str, dict[str, Any]],
 ) -> None:
-    spawner = compose_services["spawner"]
+    spawner = compose_services[SPAWNER]
     # The image's own unprivileged user, with the socket's group as its primary group.
     dockerfile = (deploy.ROOT / "spawner-service" / "Dockerfile").read_text(encoding="utf-8")
     image_user = re.findall(r"^USER (\d+)", dockerfile, re.MULTILINE)
     uid, gid = str(spawner["user"]).split(":")
     assert [uid] == image_user[-1:], f"compose runs the spawner as {uid}, the image as {image_user}"
     assert gid == "0", "the group defaults to root's; bin/run.sh passes the socket's (DOCKER_GID)"
-    assert deploy.load_yaml(deploy.COMPOSE_FILE)["services"]["spawner"]["user"].endswith(
+    assert deploy.load_yaml(deploy.COMPOSE_FILE)["services"][SPAWNER]["user"].endswith(
         ":${DOCKER_GID:-0}"
     )
     socket = deploy.environment_of(spawner)["DOCKER_HOST"].removeprefix("unix://")
     assert f"{socket}:{socket}" in spawner["volumes"]
-    others = [name for name, svc in compose_services.items() if name != "spawner"]
+    others = [name for name in compose_services if name != SPAWNER]
     for name in others:
         mounts = " ".join(str(volume) for volume in compose_services[name].get("volumes", []))
         assert "docker.sock" not in mounts, f"{name} must not get the Docker socket"
@@ -514,7 +555,7 @@ def test_nats_nodes_streams_and_clients_agree(compose_services: dict[str, dict[s
     assert nodes == ["nats-1", "nats-2", "nats-3"]
     assert deploy.nats_routes() == [f"nats-route://{node}:6222" for node in nodes]
     client_urls = [f"nats://{node}:4222" for node in nodes]
-    for name in ("registry", "publisher", "spawner"):
+    for name in (REGISTRY, PUBLISHER, SPAWNER):
         env = deploy.environment_of(compose_services[name])
         assert env["NATS_URL"].split(",") == client_urls, f"{name} does not get every node"
         assert int(env["NATS_REPLICAS"]) == len(nodes), f"{name}: replicas != cluster size"
