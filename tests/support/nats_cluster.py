@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -30,10 +29,9 @@ import pytest
 from tests.support import deploy
 from tests.support.infra import require
 from tests.support.nats_server import LOOPBACK, find_nats_server, free_port
+from tests.support.processes import OwnProcess
 
 NODES = ("nats-1", "nats-2", "nats-3")
-STOP_TIMEOUT = 15.0
-"""Seconds a node gets to exit after SIGTERM before it is killed."""
 
 
 def node_config(store: Path) -> str:
@@ -45,7 +43,7 @@ def node_config(store: Path) -> str:
 
 
 @dataclass
-class Node:
+class Node(OwnProcess):
     """One nats-server of the cluster, as an OS process of its own."""
 
     name: str
@@ -75,14 +73,6 @@ class Node:
     @property
     def store(self) -> Path:
         return self.directory / self.name / "store"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def monitor(self, endpoint: str) -> dict[str, Any]:
         """A monitoring endpoint's JSON (``varz``, ``jsz?streams=true``, ``connz?subs=true``)."""
@@ -125,30 +115,6 @@ class Node:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-
-    def kill(self) -> None:
-        """SIGKILL by PID, as a crash would; waits until the process is gone."""
-        self.wanted = False
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM by PID, then SIGKILL when it has not exited within ``timeout``."""
-        self.wanted = False
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=timeout)
 
     def log_tail(self, characters: int = 2000) -> str:
         try:
@@ -201,10 +167,8 @@ class NatsCluster:
         self.wait_for_meta_leader(timeout)
 
     def stop(self) -> None:
-        for node in self.nodes:
-            if node.running:
-                assert node.process is not None
-                os.kill(node.process.pid, signal.SIGTERM)
+        for node in self.nodes:  # all at once, then wait for each
+            node.terminate()
         for node in self.nodes:
             node.stop()
 

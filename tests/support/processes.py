@@ -68,8 +68,62 @@ class LogMark:
     stderr: int
 
 
+class OwnProcess:
+    """A child process of the tests, stopped by its PID only: SIGTERM, then SIGKILL after a bound.
+
+    ``wanted`` is true from a start until a stop or kill on purpose: an exit meanwhile is a crash.
+    """
+
+    process: subprocess.Popen[bytes] | None
+    wanted: bool
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL by PID, as a crash would; waits until the process is gone."""
+        self.wanted = False
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=STOP_TIMEOUT)
+
+    def terminate(self) -> None:
+        """SIGTERM by PID without waiting (``stop`` waits and kills after a bound)."""
+        self.wanted = False
+        process = self.process
+        if process is not None and process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """SIGTERM by PID, then SIGKILL when it has not exited within ``timeout``."""
+        self.wanted = False
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=timeout)
+
+    def crashed(self) -> bool:
+        """Exited although nobody stopped it."""
+        return self.wanted and self.process is not None and self.process.poll() is not None
+
+
 @dataclass
-class ServiceProcess:
+class ServiceProcess(OwnProcess):
     name: str
     module: str
     env: dict[str, str]
@@ -91,14 +145,6 @@ class ServiceProcess:
     @property
     def stderr_path(self) -> Path:
         return self.directory / f"{self.name}.stderr.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
         """Start the process (no-op while it runs); does not wait for it to be ready."""
@@ -150,42 +196,6 @@ class ServiceProcess:
         if self.ready_line is not None:
             return self.ready_line in self.stderr_since_start()
         return True
-
-    def kill(self) -> None:
-        """SIGKILL by PID, as a crash would; waits until the process is gone."""
-        self.wanted = False
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT)
-
-    def terminate(self) -> None:
-        """SIGTERM by PID without waiting (``stop`` waits and kills after a bound)."""
-        self.wanted = False
-        process = self.process
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM by PID, then SIGKILL when it has not exited within ``timeout``."""
-        self.wanted = False
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=timeout)
-
-    def crashed(self) -> bool:
-        """Exited although nobody stopped it."""
-        return self.wanted and self.process is not None and self.process.poll() is not None
 
     # --- logs ---------------------------------------------------------------------------------
 

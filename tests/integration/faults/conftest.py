@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.integration.faults.platform import Answer, Api, Outcome
+from tests.integration.faults.platform import Answer, Api, Call, Outcome, examine
 from tests.support.infra import require_docker
 from tests.support.processes import LogMark, wait_until
 from tests.support.topology import (
@@ -94,6 +94,20 @@ class FaultRun:
         else:
             raise ValueError(kind)
         return name
+
+    def examine(
+        self, calls: Sequence[Call], *, functions: Iterable[str], settle_seconds: float
+    ) -> tuple[Outcome, list[str]]:
+        """Settle this test's calls and look at what they left: the outcome and its problems."""
+        outcome = examine(
+            self.topology,
+            self.api,
+            calls,
+            functions=functions,
+            since=self.since,
+            settle_seconds=settle_seconds,
+        )
+        return outcome, self.report(outcome)
 
     def report(self, outcome: Outcome) -> list[str]:
         """Note the outcome's summary (the 5xx count among it); its problems."""

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.integration.faults.conftest import FaultRun
-from tests.integration.faults.platform import Burst, Call, Outcome, examine, make_calls
+from tests.integration.faults.platform import Burst, Call, Outcome, make_calls
 from tests.support.processes import wait_until
 from tests.support.topology import REPLICATED_STREAMS
 
@@ -90,34 +90,20 @@ def kill_leader_mid_burst(fault: FaultRun, stream: str) -> tuple[list[Call], str
     return calls, echo
 
 
-def test_executions_stream_leader_killed_mid_burst(fault: FaultRun) -> None:
-    calls, echo = kill_leader_mid_burst(fault, "EXECUTIONS")
-    outcome = examine(
-        fault.topology,
-        fault.api,
-        calls,
-        functions=[echo],
-        since=fault.since,
-        settle_seconds=SETTLE_SECONDS,
-    )
-    problems = fault.report(outcome) + election_problems(outcome)
-    assert not problems, "\n".join(problems)
-
-
-def test_executions_bucket_leader_killed_mid_burst(fault: FaultRun) -> None:
-    """Records are written to the ``executions`` bucket (stream ``KV_executions``) on every
-    call: its leader's loss stalls those writes for a whole KV election, which the publisher
-    must ride out instead of failing the calls."""
-    calls, echo = kill_leader_mid_burst(fault, "KV_executions")
-    outcome = examine(
-        fault.topology,
-        fault.api,
-        calls,
-        functions=[echo],
-        since=fault.since,
-        settle_seconds=SETTLE_SECONDS,
-    )
-    problems = fault.report(outcome) + election_problems(outcome)
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param("EXECUTIONS", id="jobs-stream"),
+        # Records are written to the ``executions`` bucket (stream ``KV_executions``) on every
+        # call: its leader's loss stalls those writes for a whole KV election, which the
+        # publisher must ride out instead of failing the calls.
+        pytest.param("KV_executions", id="records-bucket"),
+    ],
+)
+def test_leader_killed_mid_burst(fault: FaultRun, stream: str) -> None:
+    calls, echo = kill_leader_mid_burst(fault, stream)
+    outcome, problems = fault.examine(calls, functions=[echo], settle_seconds=SETTLE_SECONDS)
+    problems += election_problems(outcome)
     assert not problems, "\n".join(problems)
 
 
@@ -190,8 +176,6 @@ def test_a_deleted_function_answers_404_after_nats_restarts(fault: FaultRun) -> 
         if "rebuil" not in log:
             problems.append(f"{name}: no log line about a function cache rebuild ('rebuil')")
 
-    outcome = examine(
-        topology, api, calls, functions=[], since=fault.since, settle_seconds=SETTLE_SECONDS
-    )
-    problems = fault.report(outcome) + problems
+    _, found = fault.examine(calls, functions=[], settle_seconds=SETTLE_SECONDS)
+    problems = found + problems
     assert not problems, "\n".join(problems)

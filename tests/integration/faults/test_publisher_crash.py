@@ -28,7 +28,7 @@ from faas_common.executions import new_execution_id
 from publisher_service.service import IdempotencyClaim, fingerprint
 from publisher_service.stores import idempotency_key
 from tests.integration.faults.conftest import SETTINGS, FaultRun
-from tests.integration.faults.platform import Api, Burst, Call, Retry, examine, make_calls
+from tests.integration.faults.platform import Api, Burst, Call, Retry, make_calls
 
 pytestmark = [pytest.mark.nats, pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -58,15 +58,11 @@ def test_keyed_calls_survive_a_publisher_crash(fault: FaultRun) -> None:
 
     # Anything the killed publisher left queued must be final once its queue timeout (and a
     # started function's timeout, and the reply grace) is over.
-    outcome = examine(
-        topology,
-        api,
+    outcome, problems = fault.examine(
         calls,
         functions=[sleeper],
-        since=fault.since,
         settle_seconds=SETTINGS.queue_timeout_seconds + FUNCTION_TIMEOUT + 15,
     )
-    problems = fault.report(outcome)
     for call in calls:
         final = call.final
         assert final is not None

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.faults.conftest import SETTINGS, FaultRun
-from tests.integration.faults.platform import Burst, examine, make_calls
+from tests.integration.faults.platform import Burst, make_calls
 from tests.support.processes import wait_until
 
 pytestmark = [pytest.mark.nats, pytest.mark.docker, pytest.mark.timeout(300)]
@@ -62,15 +62,8 @@ def test_the_other_spawner_takes_over_the_running_functions_of_a_killed_one(
     finally:
         burst.finish(timeout=240)
 
-    outcome = examine(
-        topology,
-        api,
-        calls,
-        functions=[sleeper],
-        since=fault.since,
-        settle_seconds=SETTINGS.queue_timeout_seconds + FUNCTION_TIMEOUT + 15,
-    )
-    problems = fault.report(outcome)
+    settle = SETTINGS.queue_timeout_seconds + FUNCTION_TIMEOUT + 15
+    _, problems = fault.examine(calls, functions=[sleeper], settle_seconds=settle)
     for call in calls:
         final = call.final
         assert final is not None
@@ -105,18 +98,12 @@ def test_a_spawner_without_docker_engine_takes_no_jobs_from_a_healthy_one(
         calls = make_calls(api, echo, ENGINE_DOWN_CALLS, label="no-engine")
         before = topology.cluster.deliveries("EXECUTIONS", "spawners")
         Burst(api, calls, workers=ENGINE_DOWN_WORKERS).start().finish(timeout=240)
-        outcome = examine(
-            topology,
-            api,
-            calls,
-            functions=[echo],
-            since=fault.since,
-            settle_seconds=SETTINGS.queue_timeout_seconds + 30,
+        outcome, problems = fault.examine(
+            calls, functions=[echo], settle_seconds=SETTINGS.queue_timeout_seconds + 30
         )
         after = topology.cluster.deliveries("EXECUTIONS", "spawners")
     finally:
         topology.remove_spawner("spawner-no-engine")
-    problems = fault.report(outcome)
     unavailable = [
         call
         for call in calls

@@ -92,16 +92,6 @@ ANY_ADDRESS = "0.0.0.0"  # noqa: S104 - the services' default listen address, co
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return deploy.load_compose()
-
-
-@pytest.fixture(scope="module")
-def compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return deploy.services(compose)
-
-
-@pytest.fixture(scope="module")
 def gateway() -> dict[str, Any]:
     return deploy.load_apisix_routes()
 

@@ -52,16 +52,6 @@ def code_of(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return deploy.load_compose()
-
-
-@pytest.fixture(scope="module")
-def compose_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return deploy.services(compose)
-
-
-@pytest.fixture(scope="module")
 def ports(compose: dict[str, Any]) -> dict[str, set[int]]:
     """The ports each compose service listens on, per the deployment files."""
     found = {name: deploy.listening_ports(compose, name) for name in deploy.services(compose)}
