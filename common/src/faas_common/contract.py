@@ -29,9 +29,23 @@ IDEMPOTENCY_BUCKET = "idempotency"
 """KV bucket of claimed ``Idempotency-Key`` headers (key ``<user_id>.<sha256 of the header>``),
 with the executions' TTL: a retried activation finds the execution its first attempt started."""
 
+REVOCATIONS_BUCKET = "revocations"
+"""KV bucket of revoked tokens (key ``token.<jti>``) and deleted accounts (key
+``user.<user_id>``), value ``Revocation``; written by auth-service, watched into memory by every
+service that verifies tokens. Entries expire after ``REVOCATION_MAX_AGE_SECONDS``."""
+
+REVOCATION_MAX_AGE_SECONDS = 7 * 24 * 3600 + 300
+"""The ``revocations`` bucket's max age: the longest token lifetime auth-service can issue
+(``AUTH_TOKEN_TTL_SECONDS`` <= 7 days) plus leeway, so an entry outlives every token it refuses."""
+
 EXECUTIONS_STREAM = "EXECUTIONS"
 EXEC_SUBJECT_PREFIX = "faas.exec"
 SPAWNER_CONSUMER = "spawners"
+
+FAIR_SHARE_BUCKET = "fair_share"
+"""KV bucket of the spawners' fair-share state (TTL ``JOB_MAX_AGE_SECONDS``): ``load.<spawner
+instance>`` = ``SpawnerLoad`` (its capacity and running jobs per user, rewritten every second),
+``deferred.<execution_id>`` = ``Deferral`` (how often a job was held back for other users)."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 """A job's execution id: JetStream drops a second publish of it inside the duplicate window."""
@@ -62,6 +76,25 @@ def function_key(user_id: str, name: str) -> str:
 
 def exec_subject(user_id: str) -> str:
     return f"{EXEC_SUBJECT_PREFIX}.{user_id}"
+
+
+def revoked_token_key(jti: str) -> str:
+    return f"token.{jti}"
+
+
+def deleted_user_key(user_id: str) -> str:
+    return f"user.{user_id}"
+
+
+class Revocation(BaseModel):
+    """A ``revocations`` entry: a revoked token (``token.<jti>``) or a deleted account
+    (``user.<user_id>``, every token of the user is refused)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    revoked_at: float
+    """Epoch seconds."""
 
 
 class FunctionSnapshot(BaseModel):
@@ -182,3 +215,30 @@ class ExecutionRecord(BaseModel):
     start_deadline: float | None = None
     """Epoch seconds: a record still ``queued`` after it is ``timed_out`` (nobody started it)."""
     finished_at: float | None = None
+
+
+def load_key(instance_id: str) -> str:
+    """Key of a spawner's ``SpawnerLoad`` (characters a key cannot hold become ``_``)."""
+    return "load." + re.sub(r"[^A-Za-z0-9_=-]", "_", instance_id)
+
+
+def deferral_key(execution_id: str) -> str:
+    return f"deferred.{execution_id}"
+
+
+class SpawnerLoad(BaseModel):
+    """What one spawner runs: its free-or-busy container slots and its running jobs per user."""
+
+    instance_id: str
+    capacity: int
+    """Container slots it fills now (0 while its engine is down or it is stopping)."""
+    running: dict[str, int] = Field(default_factory=dict)
+    """Jobs it holds that are past the fair-share check (starting or running), per user id."""
+
+
+class Deferral(BaseModel):
+    """A job handed back for other users' fair share: ``count`` times, the first at
+    ``first_at`` (epoch seconds). These deliveries are not failures of the job."""
+
+    first_at: float
+    count: int

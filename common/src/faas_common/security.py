@@ -4,6 +4,10 @@ Only auth-service signs. Every other service verifies each request itself with t
 read from ``JWT_PUBLIC_KEY_FILE`` or fetched from ``JWT_JWKS_URL`` (cached; refetched at most every
 ``JWKS_REFRESH_SECONDS`` when a token names an unknown ``kid``). Only ``RS256`` is accepted, so
 ``alg: none`` and HS256 tokens (even ones "signed" with the public key as an HMAC secret) fail.
+
+Revocation: a verifier given a ``RevocationCheck`` (``honour``; in the services the
+``revocations`` bucket watched into memory, ``faas_common.revocation``) refuses revoked tokens
+(401 ``token_revoked``) and answers 503 while it cannot tell.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import httpx
 import jwt
@@ -27,6 +31,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from faas_common.errors import DependencyUnavailable, Unauthorized
+from faas_common.revocation import RevocationsUnavailable
 from faas_common.settings import CommonSettings, ConfigurationError
 
 ALGORITHM = "RS256"
@@ -42,6 +47,14 @@ class TokenClaims:
     username: str
     issued_at: datetime
     expires_at: datetime
+    token_id: str | None = None
+    """The ``jti`` claim (every token auth-service issues has one): what logout revokes."""
+
+
+class RevocationCheck(Protocol):
+    def is_revoked(self, *, user_id: str, jti: str | None) -> bool:
+        """Whether the token is revoked; raises ``RevocationsUnavailable`` when it cannot tell."""
+        ...
 
 
 def load_public_key(pem: bytes) -> RSAPublicKey:
@@ -92,6 +105,21 @@ class TokenVerifier:
         self._fetched_at = float("-inf")
         self._failed_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._revocations: RevocationCheck | None = None
+
+    def honour(self, revocations: RevocationCheck) -> None:
+        """Refuse the tokens ``revocations`` lists, from now on."""
+        self._revocations = revocations
+
+    def _check_revocation(self, user_id: str, jti: str | None) -> None:
+        if self._revocations is None:
+            return
+        try:
+            revoked = self._revocations.is_revoked(user_id=user_id, jti=jti)
+        except RevocationsUnavailable as exc:
+            raise DependencyUnavailable("Cannot check token revocations") from exc
+        if revoked:
+            raise Unauthorized("Token revoked", code="token_revoked")
 
     @classmethod
     def from_file(cls, path: Path, *, issuer: str, consumer_key: str) -> TokenVerifier:
@@ -177,16 +205,21 @@ class TokenVerifier:
             raise Unauthorized("Token not issued for this platform", code="invalid_token")
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("name"), str):
             raise Unauthorized("Invalid token claims", code="invalid_token")
+        jti = claims.get("jti")
+        if jti is not None and not isinstance(jti, str):
+            raise Unauthorized("Invalid token claims", code="invalid_token")
         try:
             issued_at = datetime.fromtimestamp(claims["iat"], UTC)
             expires_at = datetime.fromtimestamp(claims["exp"], UTC)
         except (OverflowError, OSError, ValueError, TypeError) as exc:
             raise Unauthorized("Invalid token claims", code="invalid_token") from exc
+        self._check_revocation(claims["sub"], jti)
         return TokenClaims(
             user_id=claims["sub"],
             username=claims["name"],
             issued_at=issued_at,
             expires_at=expires_at,
+            token_id=jti,
         )
 
 

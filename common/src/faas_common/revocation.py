@@ -1,0 +1,240 @@
+"""Token revocation: the ``revocations`` KV bucket, written by auth-service, watched into memory.
+
+Two kinds of entries (``faas_common.contract``): ``token.<jti>`` revokes one token (logout), and
+``user.<user_id>`` marks a deleted account, whose every token is refused. An entry lives
+``REVOCATION_MAX_AGE_SECONDS``, longer than any token it refuses.
+
+``RevocationList`` is what a verifying service holds: a watch delivers every current entry, then
+a ``None`` marker, then every new one, so ``is_revoked`` is a set lookup (no call to auth, no
+network hop per request) and a revocation reaches every service within milliseconds.
+
+While the bucket is unreachable:
+
+- before the first full load finished, ``is_revoked`` raises ``RevocationsUnavailable`` (the
+  verifier answers 503): a service never accepts tokens without having read the list once;
+- after it, the last snapshot stays in force (fail open for what it has not seen) while the watch
+  is restarted. auth-service cannot write to an unreachable bucket either (logout and account
+  deletion answer 503 then), so the snapshot misses only what a network partition hides.
+
+After a NATS reconnect ``rebuild`` starts a new watch (a restarted server forgets the watch's
+consumer without telling the client); the previous snapshot is kept until the new load ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import cast
+
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from pydantic import ValidationError
+
+from faas_common.contract import (
+    ID_RE,
+    REVOCATION_MAX_AGE_SECONDS,
+    REVOCATIONS_BUCKET,
+    Revocation,
+    deleted_user_key,
+    revoked_token_key,
+)
+from faas_common.nats import NATS_ERRORS, RetryBudget, ensure_kv, retrying
+
+logger = logging.getLogger("faas.revocation")
+
+_REMOVALS = frozenset({KV_DEL, KV_PURGE})
+_TOKEN_PREFIX = revoked_token_key("")
+_USER_PREFIX = deleted_user_key("")
+_PRUNE_EVERY_SECONDS = 3600.0
+
+UserDeletedListener = Callable[[str], None]
+"""Told the id of every deleted account the watch sees (at each load, then live)."""
+
+
+class RevocationsUnavailable(RuntimeError):
+    """The revocations bucket cannot be read (never loaded yet) or written right now."""
+
+
+class _Snapshot:
+    """Revoked token ids and deleted user ids, each with its ``revoked_at``."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, float] = {}
+        self.users: dict[str, float] = {}
+
+    def apply(self, key: str, revoked_at: float | None) -> str | None:
+        """Record (or, with ``None``, forget) ``key``; the user id when it is a deleted account."""
+        if key.startswith(_TOKEN_PREFIX):
+            target, name = self.tokens, key[len(_TOKEN_PREFIX) :]
+        elif key.startswith(_USER_PREFIX):
+            target, name = self.users, key[len(_USER_PREFIX) :]
+        else:
+            return None
+        if revoked_at is None:
+            target.pop(name, None)
+            return None
+        target[name] = revoked_at
+        return name if target is self.users else None
+
+    def prune(self, now: float) -> None:
+        """Forget entries the bucket has expired (expiry sends the watch nothing)."""
+        oldest = now - REVOCATION_MAX_AGE_SECONDS
+        for entries in (self.tokens, self.users):
+            for name in [name for name, at in entries.items() if at < oldest]:
+                del entries[name]
+
+
+class RevocationList:
+    """The ``revocations`` bucket watched into memory; also writes entries (auth-service)."""
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        budget: RetryBudget | None = None,
+        restart_delay: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._kv = kv
+        self._budget = budget or RetryBudget()
+        self._restart_delay = restart_delay
+        self._clock = clock
+        self._snapshot = _Snapshot()
+        self._loaded = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._pruned_at = clock()
+        self.listeners: list[UserDeletedListener] = []
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a full load finished once (until then ``is_revoked`` raises)."""
+        return self._loaded.is_set()
+
+    def is_revoked(self, *, user_id: str, jti: str | None) -> bool:
+        if not self._loaded.is_set():
+            raise RevocationsUnavailable("the token revocation list is not loaded yet")
+        snapshot = self._snapshot
+        return user_id in snapshot.users or (jti is not None and jti in snapshot.tokens)
+
+    def deleted_users(self) -> frozenset[str]:
+        return frozenset(self._snapshot.users)
+
+    async def revoke_token(self, *, jti: str, user_id: str) -> None:
+        """Refuse the token ``jti`` everywhere (here at once, elsewhere when the watch sees it)."""
+        await self._put(revoked_token_key(jti), user_id)
+
+    async def revoke_user(self, *, user_id: str) -> None:
+        """Refuse every token of ``user_id`` everywhere: the account is deleted."""
+        await self._put(deleted_user_key(user_id), user_id)
+
+    async def _put(self, key: str, user_id: str) -> None:
+        name = key.split(".", 1)[1]
+        if ID_RE.fullmatch(name) is None:
+            raise ValueError(f"not a revocable id: {name!r}")
+        revocation = Revocation(user_id=user_id, revoked_at=self._clock())
+        data = revocation.model_dump_json().encode()
+
+        async def put(_: int) -> None:
+            await self._kv.put(key, data)
+
+        try:
+            await retrying(put, self._budget, what="revocation write")
+        except NATS_ERRORS as exc:
+            raise RevocationsUnavailable("the token revocation list cannot be written") from exc
+        self._record(self._snapshot, key, revocation.revoked_at)
+
+    async def start(self, *, wait: float = 5.0) -> None:
+        """Start watching; wait up to ``wait`` seconds for the first full load."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="revocations-watch")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._loaded.wait(), timeout=wait)
+
+    async def rebuild(self) -> None:
+        """Start a new watch; the current snapshot stays in force until its load ends."""
+        await self.stop()
+        self._task = asyncio.create_task(self._run(), name="revocations-watch")
+        logger.info("revocation list reloading after a NATS reconnect")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("revocations watch failed; restarting it", exc_info=True)
+            await asyncio.sleep(self._restart_delay)
+
+    async def _watch(self) -> None:
+        watcher = await self._kv.watchall()
+        stop = cast(Callable[[], Awaitable[None]], watcher.stop)  # untyped in nats-py
+        fresh: _Snapshot | None = _Snapshot()
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    if fresh is not None:
+                        self._snapshot, fresh = fresh, None
+                        self._loaded.set()
+                        logger.info(
+                            "revocations loaded", extra={"tokens": len(self._snapshot.tokens)}
+                        )
+                    continue
+                revoked_at = None if entry.operation in _REMOVALS else _revoked_at(entry)
+                self._record(fresh or self._snapshot, entry.key, revoked_at)
+        finally:
+            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+                await stop()
+
+    def _record(self, snapshot: _Snapshot, key: str, revoked_at: float | None) -> None:
+        deleted_user = snapshot.apply(key, revoked_at)
+        if deleted_user is not None:
+            for listener in self.listeners:
+                listener(deleted_user)
+        now = self._clock()
+        if now - self._pruned_at >= _PRUNE_EVERY_SECONDS:
+            self._pruned_at = now
+            snapshot.prune(now)
+
+
+def _revoked_at(entry: KeyValue.Entry) -> float | None:
+    try:
+        return Revocation.model_validate_json(entry.value or b"").revoked_at
+    except ValidationError:
+        logger.warning("unreadable revocation entry ignored", extra={"key": entry.key})
+        return None
+
+
+async def open_revocations(
+    js: JetStreamContext,
+    stack: AsyncExitStack,
+    *,
+    replicas: int,
+    budget: RetryBudget | None = None,
+    wait: float = 5.0,
+) -> RevocationList:
+    """The ``revocations`` bucket (created the first time) watched for a service's lifespan."""
+    kv = await ensure_kv(
+        js,
+        REVOCATIONS_BUCKET,
+        replicas=replicas,
+        ttl=timedelta(seconds=REVOCATION_MAX_AGE_SECONDS),
+    )
+    revocations = RevocationList(kv, budget=budget)
+    await revocations.start(wait=wait)
+    stack.push_async_callback(revocations.stop)
+    return revocations
