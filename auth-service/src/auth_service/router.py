@@ -10,8 +10,8 @@ from auth_service import service
 from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, ValidateOut
 from auth_service.service import PasswordHasher, TokenIssuer
 from faas_common.db import SessionDep
-from faas_common.errors import error_body
 from faas_common.http import parse_json_body, validate_body
+from faas_common.openapi import AUTHENTICATED, JSON_BODY, error_response, merge
 from faas_common.security import CurrentUser, public_jwk
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -30,20 +30,38 @@ def _issuer(request: Request) -> TokenIssuer:
 HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
 IssuerDep = Annotated[TokenIssuer, Depends(_issuer)]
 
-_UNAUTHORIZED = {
-    "description": "Unknown user or wrong password (the same answer for both)",
-    "content": {
-        "application/json": {
-            "example": error_body("Incorrect username or password", "invalid_credentials")
-        }
-    },
-}
+_DATABASE = error_response(
+    503,
+    "The database is unavailable; see Retry-After",
+    code="service_unavailable",
+    detail="A dependency of this service is unavailable",
+)
+_REGISTER_ERRORS = merge(
+    JSON_BODY,
+    error_response(
+        409,
+        "Username already registered",
+        code="username_taken",
+        detail="Username already registered",
+    ),
+    _DATABASE,
+)
+_LOGIN_ERRORS = merge(
+    JSON_BODY,
+    error_response(
+        401,
+        "Unknown user or wrong password (the same answer for both)",
+        code="invalid_credentials",
+        detail="Incorrect username or password",
+    ),
+    _DATABASE,
+)
 
 
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "Username already registered"}},
+    responses=_REGISTER_ERRORS,
 )
 async def register(body: Credentials, session: SessionDep, hasher: HasherDep) -> UserOut:
     user = await service.register(session, hasher, username=body.username, password=body.password)
@@ -83,7 +101,7 @@ _LOGIN_BODY = {
 }
 
 
-@router.post("/login", responses={401: _UNAUTHORIZED}, openapi_extra=_LOGIN_BODY)
+@router.post("/login", responses=_LOGIN_ERRORS, openapi_extra=_LOGIN_BODY)
 async def login(
     request: Request, session: SessionDep, hasher: HasherDep, issuer: IssuerDep
 ) -> TokenOut:
@@ -95,7 +113,7 @@ async def login(
     return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
 
 
-@router.get("/validate", responses={401: {"description": "Missing, invalid or expired token"}})
+@router.get("/validate", responses=AUTHENTICATED)
 async def validate(user: CurrentUser) -> ValidateOut:
     return ValidateOut(user_id=user.user_id, username=user.username, expires_at=user.expires_at)
 

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from faas_common.openapi import error_response
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
@@ -20,7 +22,16 @@ def health_router(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/ready", summary="Readiness: every dependency answers")
+    @router.get(
+        "/ready",
+        summary="Readiness: every dependency answers",
+        responses=error_response(
+            503,
+            "A dependency is unavailable (each check's outcome under checks)",
+            code="not_ready",
+            detail="A dependency is unavailable",
+        ),
+    )
     async def ready() -> JSONResponse:
         results: dict[str, str] = {}
         for name, check in checks.items():

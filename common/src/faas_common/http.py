@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faas_common.errors import BadRequest, error_body, install_error_handlers
 from faas_common.logging import configure_logging, request_id_var
+from faas_common.openapi import EVERY_ROUTE
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -175,6 +176,7 @@ def create_service_app(
         openapi_url=f"{prefix}/openapi.json",
         docs_url=f"{prefix}/docs",
         redoc_url=None,
+        responses=EVERY_ROUTE,
     )
     install_error_handlers(app)
     for router in routers:

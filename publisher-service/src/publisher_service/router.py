@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 
 from faas_common.contract import ExecutionRecord
-from faas_common.errors import ServiceError, error_body
+from faas_common.errors import ServiceError
 from faas_common.logging import request_id_var
+from faas_common.openapi import AUTHENTICATED, JSON_BODY, PARAMETERS, error_response, merge
 from faas_common.security import CurrentUser
 from faas_common.validation import FUNCTION_NAME_PATTERN
 from publisher_service.config import MAX_HISTORY_LIMIT
@@ -57,23 +58,18 @@ def status_url(execution_id: str) -> str:
 
 
 def _error(status_code: int, description: str, code: str, detail: str) -> dict[int | str, Any]:
-    return {
-        status_code: {
-            "description": description,
-            "content": {"application/json": {"example": error_body(detail, code)}},
-        }
-    }
+    return error_response(status_code, description, code=code, detail=detail)
 
 
 def _activation_error(status_code: int, description: str) -> dict[int | str, Any]:
     return {status_code: {"description": description, "model": ActivationErrorBody}}
 
 
-_UNAUTHORIZED = _error(401, "Missing, invalid or expired token", "invalid_token", "Invalid token")
 _PUBLISH_RESPONSES: dict[int | str, Any] = {
     200: {"description": "Sync: the function succeeded", "model": ExecutionRecord},
     202: {"description": "Async: accepted, poll status_url", "model": PublishAccepted},
-    **_UNAUTHORIZED,
+    **AUTHENTICATED,
+    **JSON_BODY,
     **_error(404, "The caller has no such function", "function_not_found", "Function not found"),
     **_error(
         409,
@@ -83,7 +79,8 @@ _PUBLISH_RESPONSES: dict[int | str, Any] = {
     ),
     **_error(
         413,
-        "The argument exceeds the argv limit; nothing was queued",
+        "The argument exceeds the argv limit (argument_too_large), or the body the body cap "
+        "(payload_too_large); nothing was queued",
         "argument_too_large",
         "The argument is too large",
     ),
@@ -147,7 +144,8 @@ async def publish(
     "/executions/{execution_id}",
     summary="One of the caller's execution records",
     responses={
-        **_UNAUTHORIZED,
+        **AUTHENTICATED,
+        **PARAMETERS,
         **_error(
             404, "No such execution of the caller (or expired)", "execution_not_found", "Not found"
         ),
@@ -162,7 +160,7 @@ async def get_execution(
 @router.get(
     "/executions",
     summary="The caller's recent executions, newest first",
-    responses=_UNAUTHORIZED,
+    responses=merge(AUTHENTICATED, PARAMETERS),
 )
 async def list_executions(
     user: CurrentUser,

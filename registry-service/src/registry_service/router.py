@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 
 from faas_common.db import SessionDep
-from faas_common.errors import error_body
 from faas_common.http import parse_json_body, validate_body
+from faas_common.openapi import AUTHENTICATED, JSON_BODY, PARAMETERS, error_response, merge
 from faas_common.security import CurrentUser
 from registry_service import service
 from registry_service.catalog import FunctionCatalog
@@ -40,33 +40,30 @@ CatalogDep = Annotated[FunctionCatalog, Depends(_catalog)]
 FunctionNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The function's name")]
 
 
-def _error(status_code: int, description: str, code: str, detail: str) -> dict[int | str, Any]:
-    return {
-        status_code: {
-            "description": description,
-            "content": {"application/json": {"example": error_body(detail, code)}},
-        }
-    }
-
-
-_UNAUTHORIZED = _error(401, "Missing, invalid or expired token", "invalid_token", "Invalid token")
-_NOT_FOUND = _error(
-    404, "No function of the caller has this name", "function_not_found", "Function not found"
+_NOT_FOUND = error_response(
+    404,
+    "No function of the caller has this name",
+    code="function_not_found",
+    detail="Function not found",
 )
-_EXISTS = _error(
+_EXISTS = error_response(
     409,
     "The caller already has a function with this name",
-    "function_exists",
-    "A function with this name already exists",
+    code="function_exists",
+    detail="A function with this name already exists",
 )
-_UNAVAILABLE = _error(
+_UNAVAILABLE = error_response(
     503,
     "The database or the function catalog (NATS) is unavailable; nothing was changed",
-    "service_unavailable",
-    "The function catalog (NATS) is unavailable; nothing was changed",
+    code="service_unavailable",
+    detail="The function catalog (NATS) is unavailable; nothing was changed",
 )
-_READ_ERRORS = {**_UNAUTHORIZED, **_NOT_FOUND}
-_WRITE_ERRORS = {**_UNAUTHORIZED, **_NOT_FOUND, **_UNAVAILABLE}
+_CREATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _EXISTS, _UNAVAILABLE)
+_READ_ERRORS = merge(AUTHENTICATED, PARAMETERS, _NOT_FOUND)
+_UPDATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _NOT_FOUND, _UNAVAILABLE)
+_DELETE_ERRORS = merge(AUTHENTICATED, PARAMETERS, _NOT_FOUND, _UNAVAILABLE)
+_BY_NAME_ERRORS = merge(AUTHENTICATED, JSON_BODY, _NOT_FOUND)
+"""The aliases that read the name from a JSON body (by hand) or ``?name=``."""
 
 
 def _out(function: Function) -> FunctionOut:
@@ -97,7 +94,7 @@ async def _create(
     "/functions",
     status_code=status.HTTP_201_CREATED,
     summary="Register a function",
-    responses={**_UNAUTHORIZED, **_EXISTS, **_UNAVAILABLE},
+    responses=_CREATE_ERRORS,
 )
 async def create_function(
     body: FunctionCreate, user: CurrentUser, session: SessionDep, catalog: CatalogDep
@@ -105,7 +102,9 @@ async def create_function(
     return await _create(body, user.user_id, session, catalog)
 
 
-@router.get("/functions", summary="List the caller's functions (sorted by name)")
+@router.get(
+    "/functions", summary="List the caller's functions (sorted by name)", responses=AUTHENTICATED
+)
 async def list_functions(user: CurrentUser, session: SessionDep) -> list[FunctionOut]:
     functions = await service.list_functions(session, owner_id=user.user_id)
     return [_out(function) for function in functions]
@@ -123,7 +122,7 @@ async def get_function(
 @router.patch(
     "/functions/{name}",
     summary="Change any subset of a function's fields (not its name)",
-    responses=_WRITE_ERRORS,
+    responses=_UPDATE_ERRORS,
 )
 async def update_function(
     name: FunctionNamePath,
@@ -153,7 +152,7 @@ async def update_function(
     "/functions/{name}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a function",
-    responses=_WRITE_ERRORS,
+    responses=_DELETE_ERRORS,
 )
 async def delete_function(
     name: FunctionNamePath, user: CurrentUser, session: SessionDep, catalog: CatalogDep
@@ -208,7 +207,7 @@ async def _alias_name(request: Request, query_name: str | None) -> str:
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Register a function (alias of POST /registry/functions; payload = image)",
-    responses={**_UNAUTHORIZED, **_EXISTS, **_UNAVAILABLE},
+    responses=_CREATE_ERRORS,
 )
 async def register_alias(
     body: RegisterAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
@@ -216,7 +215,11 @@ async def register_alias(
     return await _create(body.to_create(), user.user_id, session, catalog)
 
 
-@aliases.get("/list", summary="List the caller's functions (alias of GET /registry/functions)")
+@aliases.get(
+    "/list",
+    summary="List the caller's functions (alias of GET /registry/functions)",
+    responses=AUTHENTICATED,
+)
 async def list_alias(user: CurrentUser, session: SessionDep) -> list[FunctionOut]:
     return await list_functions(user, session)
 
@@ -225,7 +228,7 @@ async def list_alias(user: CurrentUser, session: SessionDep) -> list[FunctionOut
     "/retrieve",
     summary="Get a function by name, from the JSON body or ?name= "
     "(alias of GET /registry/functions/{name})",
-    responses=_READ_ERRORS,
+    responses=_BY_NAME_ERRORS,
     openapi_extra=_OPTIONAL_NAME_BODY,
 )
 async def retrieve_alias(
@@ -242,7 +245,7 @@ async def retrieve_alias(
     "/update",
     summary="Change a function named in the body; payload = image "
     "(alias of PATCH /registry/functions/{name})",
-    responses=_WRITE_ERRORS,
+    responses=_UPDATE_ERRORS,
 )
 async def update_alias(
     body: UpdateAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
@@ -258,7 +261,7 @@ async def update_alias(
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a function by name, from the JSON body or ?name= "
     "(alias of DELETE /registry/functions/{name})",
-    responses=_WRITE_ERRORS,
+    responses=merge(_BY_NAME_ERRORS, _UNAVAILABLE),
     openapi_extra=_OPTIONAL_NAME_BODY,
 )
 async def delete_alias(

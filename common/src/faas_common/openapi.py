@@ -1,0 +1,101 @@
+"""What the OpenAPI documents say about errors: one error schema, shared response sets.
+
+Every error a service answers is ``{"detail", "code"}`` (``ErrorBody``; validation errors keep
+FastAPI's list under ``detail``). Routes declare the statuses they can answer with these sets::
+
+    EVERY_ROUTE     413                  the body cap (PlatformMiddleware), whatever the route
+    JSON_BODY       400 413 422          a route that reads a JSON body
+    PARAMETERS      422                  a route with path, query or header parameters
+    AUTHENTICATED   401 503              a bearer token is verified (503: signing keys unreachable)
+
+plus ``error_response(status, ...)`` for a route's own statuses (404, 409, ...).
+``create_service_app`` applies ``EVERY_ROUTE`` to each route of a service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Responses = dict[int | str, dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    """Every error answer. Some carry more fields (an activation error its ``execution``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str | list[dict[str, Any]] = Field(
+        description="What went wrong: a sentence, or FastAPI's list of validation errors"
+    )
+    code: str = Field(description="Machine-readable snake_case code", examples=["not_found"])
+
+
+def error_response(
+    status: int, description: str, *, code: str, detail: str, model: type[BaseModel] = ErrorBody
+) -> Responses:
+    """One documented error status: its description, schema and an example body."""
+    return {
+        status: {
+            "description": description,
+            "model": model,
+            "content": {"application/json": {"example": {"detail": detail, "code": code}}},
+        }
+    }
+
+
+def merge(*sets: Responses) -> Responses:
+    """Response sets combined; a later set's entry for a status replaces an earlier one."""
+    merged: Responses = {}
+    for responses in sets:
+        merged.update(responses)
+    return merged
+
+
+EVERY_ROUTE = error_response(
+    413,
+    "The request body exceeds the service's body cap",
+    code="payload_too_large",
+    detail="Request body exceeds 1048576 bytes",
+)
+PARAMETERS = {
+    422: {
+        "description": "A parameter or the body is invalid (FastAPI's error list under detail)",
+        "model": ErrorBody,
+        "content": {
+            "application/json": {
+                "example": {
+                    "detail": [
+                        {"type": "missing", "loc": ["body", "name"], "msg": "Field required"}
+                    ],
+                    "code": "validation_error",
+                }
+            }
+        },
+    }
+}
+JSON_BODY = merge(
+    error_response(
+        400,
+        "The body cannot be parsed: not UTF-8, nested too deep, a number too long",
+        code="bad_request",
+        detail="There was an error parsing the body",
+    ),
+    EVERY_ROUTE,
+    PARAMETERS,
+)
+AUTHENTICATED = merge(
+    error_response(
+        401,
+        "Missing, invalid, expired or revoked bearer token",
+        code="invalid_token",
+        detail="Invalid token",
+    ),
+    error_response(
+        503,
+        "A dependency (database, NATS, the token signing keys) is unavailable; see Retry-After",
+        code="service_unavailable",
+        detail="A dependency of this service is unavailable",
+    ),
+)
