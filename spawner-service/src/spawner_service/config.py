@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 
@@ -35,7 +36,10 @@ class SpawnerSettings(CommonSettings):
     pids_limit: int = Field(64, ge=8)
     cpus: float = Field(1.0, gt=0)
     tmpfs_mb: int = Field(64, ge=1)
-    """Size of the writable ``/tmp`` (the root filesystem is read-only)."""
+    """The writable scratch budget of a container (the root filesystem is read-only): ``/tmp``
+    and a tmpfs over each ``VOLUME`` its image declares share it in equal parts."""
+    shm_bytes: int = Field(16 * 1_048_576, ge=65_536)
+    """Size of ``/dev/shm`` (a tmpfs of its own, outside the scratch budget)."""
     ack_wait_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(10.0, gt=0)
     """How often a running job tells JetStream it is still in progress (below ack_wait / 2)."""
@@ -46,7 +50,11 @@ class SpawnerSettings(CommonSettings):
     """Grace past a container's deadline label before any spawner removes it."""
     reap_interval_seconds: float = Field(30.0, gt=0)
     pull_timeout_seconds: float = Field(300.0, gt=0)
-    """How long activations wait for an image pull before failing with ``image_unavailable``."""
+    """Longest an image pull may take in all; an activation waits for it no longer than its own
+    deadline either (then ``image_unavailable``, ``pull_timed_out``)."""
+    pull_connect_seconds: float = Field(30.0, gt=0)
+    """Longest the engine may stay silent during a pull (reaching the registry, then between
+    two progress messages) before the pull is abandoned as timed out."""
     allow_network: bool = False
     """Operator opt-in: give function containers the ``network`` below instead of none."""
     network: str = "bridge"
@@ -56,6 +64,27 @@ class SpawnerSettings(CommonSettings):
     answers again: a spawner without an engine fetches no jobs)."""
     fetch_timeout: float = Field(1.0, gt=0)
     """Seconds one fetch waits for jobs; also bounds how long a stop waits for the fetch."""
+    fair_share_max_defer_seconds: float = Field(30.0, ge=0, le=3600)
+    """How long, from its first deferral, a job may be handed back so that users below their
+    fair share of the running slots go first (0: no fair share, jobs run in arrival order)."""
+    fair_share_delay_seconds: float = Field(1.0, gt=0, le=60)
+    """How long a job handed back for the fair share stays out of the queue."""
+    load_interval_seconds: float = Field(1.0, gt=0, le=60)
+    """How often a spawner rewrites its load (capacity, running jobs per user) in the
+    ``fair_share`` bucket; an entry not rewritten for 3 intervals is ignored."""
+
+    @property
+    def fair_share(self) -> bool:
+        return self.fair_share_max_defer_seconds > 0
+
+    @property
+    def consumer_max_deliver(self) -> int:
+        """The shared consumer's ``max_deliver``: ``SPAWNER_MAX_DELIVER`` failed deliveries plus
+        the most fair-share deferrals a job can get (they are not failures)."""
+        if not self.fair_share:
+            return self.max_deliver
+        deferrals = math.ceil(self.fair_share_max_defer_seconds / self.fair_share_delay_seconds)
+        return self.max_deliver + deferrals + 1
 
     @model_validator(mode="after")
     def _check_limits(self) -> SpawnerSettings:

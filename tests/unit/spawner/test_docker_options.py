@@ -58,6 +58,7 @@ def test_hardened_options(make_runtime: Callable[..., DockerRuntime]) -> None:
     assert options["network_mode"] == "none"
     assert options["read_only"] is True
     assert options["tmpfs"] == {"/tmp": "rw,noexec,nosuid,size=16m,uid=65534,gid=65534,mode=1777"}
+    assert options["shm_size"] == 16 * 1_048_576
     assert options["cap_drop"] == ["ALL"]
     assert options["security_opt"] == ["no-new-privileges"]
     assert options["pids_limit"] == 32
@@ -70,6 +71,16 @@ def test_hardened_options(make_runtime: Callable[..., DockerRuntime]) -> None:
     assert options["labels"][MANAGED_LABEL] == "spawner"
     assert options["labels"][EXECUTION_LABEL] == "exec-1"
     assert options["labels"][DEADLINE_LABEL] == "1001"  # rounded up, never earlier
+
+
+def test_declared_volumes_share_the_scratch_budget(
+    make_runtime: Callable[..., DockerRuntime],
+) -> None:
+    runtime = make_runtime(tmpfs_mb=10, shm_bytes=4 * 1_048_576)
+    options = runtime._create_kwargs(make_spec(), 0, ["/data", "/tmp", "/var/cache"])
+    share = "rw,noexec,nosuid,size=3413k,uid=65534,gid=65534,mode=1777"  # 10 MiB / 3, in KiB
+    assert options["tmpfs"] == {"/tmp": share, "/data": share, "/var/cache": share}
+    assert options["shm_size"] == 4 * 1_048_576
 
 
 def test_network_is_an_operator_opt_in(make_runtime: Callable[..., DockerRuntime]) -> None:

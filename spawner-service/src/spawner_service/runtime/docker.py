@@ -4,9 +4,12 @@ Semantics are ``docker run IMAGE ARGUMENT``: the argument replaces the image's C
 ENTRYPOINT is kept. One run (``_Run``, one object per activation carrying its state from phase to
 phase):
 
-1. image: inspect; if missing, pull it (one pull per image at a time, shared by every waiter);
-   an invalid reference or a failed pull is ``image_unavailable``;
-2. create the container with the hardening options (``_create_kwargs``) and its labels;
+1. image: inspect; if missing, pull it (one pull per image at a time, shared by every waiter,
+   bounded: ``runtime/images.py``; a waiter waits no longer than its activation's deadline);
+   an invalid reference or a failed pull is ``image_unavailable`` with one of the fixed
+   sentences of ``runtime/images.py`` (the engine's text only in the log);
+2. create the container with the hardening options (``_create_kwargs``) and its labels; each
+   ``VOLUME`` the image declares gets a tmpfs out of the ``/tmp`` budget, never a host volume;
 3. attach to its stdout and stderr *before* starting it, then start it; a thread reads the
    multiplexed stream incrementally into a bounded ``OutputCapture`` (stdout up to the cap, the
    tail of stderr). Going over the stdout cap stops the reader and the container is killed
@@ -61,6 +64,15 @@ from docker.utils import kwargs_from_env
 from faas_common.contract import MANAGED_LABEL
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import Outcome, RunResult, RunSpec
+from spawner_service.runtime.images import (
+    IMAGE_NOT_FOUND,
+    INVALID_REFERENCE,
+    PULL_TIMED_OUT,
+    ImageUnavailable,
+    declared_volumes,
+    pull_blocking,
+    scratch_tmpfs,
+)
 from spawner_service.runtime.output import STDERR, STDOUT, FrameDemuxer, OutputCapture
 
 logger = logging.getLogger("spawner.docker")
@@ -72,7 +84,6 @@ EXECUTION_LABEL = "faas.execution-id"
 DEADLINE_LABEL = "faas.deadline"
 INSTANCE_LABEL = "faas.spawner"
 UNPRIVILEGED_USER = "65534:65534"
-CONTAINER_TMP = "/tmp"  # noqa: S108 - the function container's /tmp (a private tmpfs)
 
 API_TIMEOUT = 60
 """Seconds an ordinary Docker API call may take."""
@@ -112,10 +123,6 @@ EXITED_STATES = frozenset({"exited", "dead"})
 
 class EngineUnavailable(Exception):
     """The Docker engine did not answer."""
-
-
-class ImageUnavailable(Exception):
-    """The image is not present and cannot be pulled (or its reference is invalid)."""
 
 
 def _explain(exc: BaseException) -> str:
@@ -351,17 +358,32 @@ class _Activation:
 class _Run(_Activation):
     """One activation through ``DockerRuntime.run``: create, attach, start, wait, remove."""
 
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        client: Any,
+        spec: RunSpec,
+        timings: dict[str, float],
+        volumes: list[str],
+    ) -> None:
+        super().__init__(runtime, client, spec, timings)
+        self.volumes = volumes
+        """The paths the image declares as volumes (each gets a tmpfs)."""
+
     async def execute(self) -> RunResult:
         spec = self.spec
         deadline = max(spec.deadline, time.time() + spec.timeout_seconds)
         started = time.monotonic()
-        options = self.runtime._create_kwargs(spec, deadline)
+        options = self.runtime._create_kwargs(spec, deadline, self.volumes)
         create = self._thread(_create_blocking, self.client, options)
         try:
             try:
                 self.container_id = await _finish(create)
             except NotFound as exc:  # the image went away since it was inspected
-                return RunResult("image_unavailable", detail=_explain(exc), timings=self.timings)
+                logger.warning("image gone before the create", extra={"error": _explain(exc)})
+                return RunResult(
+                    "image_unavailable", detail=IMAGE_NOT_FOUND.detail, timings=self.timings
+                )
             except APIError as exc:
                 return RunResult(
                     "function_failed",
@@ -616,6 +638,10 @@ class DockerRuntime:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_containers * 3 + 4, thread_name_prefix="docker"
         )
+        # Pulls on threads of their own: slow registries never starve the runs of threads.
+        self._pull_executor = ThreadPoolExecutor(
+            max_workers=settings.max_containers, thread_name_prefix="docker-pull"
+        )
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------------------
@@ -658,48 +684,44 @@ class DockerRuntime:
     # --- images ---------------------------------------------------------------------------
 
     @staticmethod
-    def _image_present(client: Any, image: str) -> bool:
+    def _inspect_image(client: Any, image: str) -> dict[str, Any] | None:
+        """The image's attributes, or None when it is not on the engine."""
         try:
-            client.api.inspect_image(image)
+            attrs: dict[str, Any] = client.api.inspect_image(image)
         except NotFound:
-            return False
+            return None
         except APIError as exc:  # 400: not a valid reference
-            raise ImageUnavailable(_explain(exc)) from exc
+            raise ImageUnavailable(INVALID_REFERENCE, _explain(exc)) from exc
         except DockerException as exc:  # e.g. an empty reference
-            raise ImageUnavailable(str(exc) or f"invalid image reference {image!r}") from exc
-        return True
+            raise ImageUnavailable(INVALID_REFERENCE, str(exc)) from exc
+        return attrs
+
+    async def _inspect(self, client: Any, image: str) -> dict[str, Any] | None:
+        try:
+            return await self._thread(self._inspect_image, client, image)
+        except OSError as exc:
+            raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
 
     def _pull_blocking(self, client: Any, image: str) -> None:
-        last_error: str | None = None
-        try:
-            for event in client.api.pull(image, stream=True, decode=True):
-                if isinstance(event, dict) and event.get("error"):
-                    last_error = str(event["error"])
-        except APIError as exc:
-            raise ImageUnavailable(_explain(exc)) from exc
-        except DockerException as exc:
-            raise ImageUnavailable(str(exc)) from exc
-        if not self._image_present(client, image):
-            raise ImageUnavailable(last_error or "the pull ended without the image")
+        s = self.settings
+        pull_blocking(
+            client.api, image, connect=s.pull_connect_seconds, total=s.pull_timeout_seconds
+        )
 
     async def _pull(self, client: Any, image: str) -> None:
         started = time.monotonic()
         logger.info("pulling image", extra={"image": image})
+        loop = asyncio.get_running_loop()
         try:
-            await self._thread(self._pull_blocking, client, image)
-        except ImageUnavailable as exc:
-            logger.warning("pull failed", extra={"image": image, "error": str(exc)})
-            raise
+            await loop.run_in_executor(
+                self._pull_executor, functools.partial(self._pull_blocking, client, image)
+            )
         except OSError as exc:
             raise EngineUnavailable(f"the Docker engine failed during a pull: {exc}") from exc
         logger.info("pulled image", extra={"image": image, "pull_ms": _ms(started)})
 
-    async def _ensure_image(self, client: Any, image: str) -> None:
-        try:
-            if await self._thread(self._image_present, client, image):
-                return
-        except OSError as exc:
-            raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+    def _shared_pull(self, client: Any, image: str) -> asyncio.Task[None]:
+        """The pull of ``image`` under way, or a new one (one per image at a time)."""
         pull = self._pulls.get(image)
         if pull is None:
             self.pulls_started += 1
@@ -713,18 +735,34 @@ class DockerRuntime:
                     task.exception()  # retrieved: waiters may all have gone
 
             pull.add_done_callback(_forget)
+        return pull
+
+    async def _ensure_image(self, client: Any, spec: RunSpec) -> dict[str, Any]:
+        """The image's attributes, pulled first when missing. A waiter waits for the shared pull
+        no longer than its activation's deadline: a slow pull never holds a slot past it."""
+        attrs = await self._inspect(client, spec.image)
+        if attrs is not None:
+            return attrs
+        pull = self._shared_pull(client, spec.image)
+        wait = min(self.settings.pull_timeout_seconds, max(spec.deadline - time.time(), 0.0))
         try:
             # shield: a waiter that goes away (cancelled, timed out) leaves the pull to the others.
-            await asyncio.wait_for(asyncio.shield(pull), self.settings.pull_timeout_seconds)
+            await asyncio.wait_for(asyncio.shield(pull), wait)
         except TimeoutError as exc:
             raise ImageUnavailable(
-                f"the pull of {image} did not finish within "
-                f"{self.settings.pull_timeout_seconds:g} s"
+                PULL_TIMED_OUT, f"waited {wait:.1f} s, up to the activation's deadline"
             ) from exc
+        attrs = await self._inspect(client, spec.image)
+        if attrs is None:
+            raise ImageUnavailable(IMAGE_NOT_FOUND, "the pull ended without the image")
+        return attrs
 
     # --- containers -----------------------------------------------------------------------
 
-    def _create_kwargs(self, spec: RunSpec, deadline: float) -> dict[str, Any]:
+    def _create_kwargs(
+        self, spec: RunSpec, deadline: float, volumes: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Every option of the container; ``volumes``: the paths the image declares."""
         s = self.settings
         return {
             "image": spec.image,
@@ -739,10 +777,9 @@ class DockerRuntime:
             },
             "network_mode": s.network if s.allow_network else "none",
             "read_only": True,
-            # A tmpfs over a directory of the image keeps that directory's mode: say it.
-            "tmpfs": {
-                CONTAINER_TMP: f"rw,noexec,nosuid,size={s.tmpfs_mb}m,uid=65534,gid=65534,mode=1777"
-            },
+            # /tmp and every declared volume: the scratch budget, never host storage.
+            "tmpfs": scratch_tmpfs(s.tmpfs_mb, volumes or []),
+            "shm_size": s.shm_bytes,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "pids_limit": s.pids_limit,
@@ -768,17 +805,22 @@ class DockerRuntime:
         try:
             client = await self._connected()
             started = time.monotonic()
-            await self._ensure_image(client, spec.image)
+            volumes = declared_volumes(await self._ensure_image(client, spec))
             timings["pull"] = _ms(started)
         except EngineUnavailable as exc:
             return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
         except ImageUnavailable as exc:
-            return RunResult(
-                "image_unavailable",
-                detail=f"image {spec.image} is unavailable: {exc}",
-                timings=timings,
+            logger.warning(
+                "image unavailable",
+                extra={
+                    "execution_id": spec.execution_id,
+                    "image": spec.image,
+                    "code": exc.problem.code,
+                    "error": exc.engine_text,
+                },
             )
-        return await _Run(self, client, spec, timings).execute()
+            return RunResult("image_unavailable", detail=exc.problem.detail, timings=timings)
+        return await _Run(self, client, spec, timings, volumes).execute()
 
     async def adopt(self, spec: RunSpec) -> RunResult | None:
         try:
@@ -865,3 +907,4 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):
                     await self._thread(client.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pull_executor.shutdown(wait=False, cancel_futures=True)
