@@ -62,8 +62,16 @@ job again (a keyed retry after its first publisher died) until the job's start d
 every queue timeout must fit inside it."""
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-"""One subject or key token we mint or accept: execution ids, instance ids, function names."""
+"""One subject or key token we mint or accept: execution ids, instance ids, function names.
+As a JSON Schema / pydantic pattern ``$`` is the end of the value; in Python's ``re`` it also
+matches before a trailing newline, so Python code checks a token with ``is_id``."""
 ID_RE = re.compile(ID_PATTERN)
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` is one whole token (a full match: ``"abc\\n"`` is not)."""
+    return ID_RE.fullmatch(value) is not None
+
 
 PHASES = ("queue", "pull", "create", "start", "run", "remove")
 """Keys of an execution record's ``timings`` (milliseconds); a phase that did not happen is

@@ -54,7 +54,9 @@ class PlatformMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         incoming = _header(headers, b"x-request-id")
-        request_id = incoming if incoming and _REQUEST_ID_RE.match(incoming) else new_request_id()
+        request_id = (
+            incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_request_id()
+        )
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status_holder = {"status": 500}

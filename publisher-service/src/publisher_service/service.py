@@ -48,7 +48,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from faas_common.contract import ID_RE, ErrorCode, ExecutionRecord, FunctionSnapshot, Job
+from faas_common.contract import ErrorCode, ExecutionRecord, FunctionSnapshot, Job, is_id
 from faas_common.executions import (
     RecordConflict,
     RecordStore,
@@ -506,7 +506,7 @@ class Publisher:
     # --- records ------------------------------------------------------------------------------
 
     async def get_execution(self, user_id: str, execution_id: str) -> ExecutionRecord:
-        if not ID_RE.match(execution_id):
+        if not is_id(execution_id):
             raise ExecutionNotFound()
         current = await self._read(user_id, execution_id)
         if current is None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
-from faas_common.contract import ID_RE, PHASES
+from faas_common.contract import PHASES, is_id
 
 PUBLISHER_PHASES = ("resolve", "enqueue")
 
@@ -54,8 +54,5 @@ def server_timing(record_timings: Mapping[str, float], own: Mapping[str, float])
     return ", ".join(
         f"{name};dur={value:.1f}"
         for name, value in ordered
-        if ID_RE.match(name)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-        and value >= 0
+        if is_id(name) and isinstance(value, int | float) and math.isfinite(value) and value >= 0
     )
