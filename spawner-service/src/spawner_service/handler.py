@@ -10,6 +10,9 @@
   has passed, the record fails as lost (``runtime_unavailable``), else the job runs again;
 - start deadline passed → ``term`` without running; a ``queued`` record becomes ``timed_out``
   (``faas_common.executions.expired``) and is replied (the caller, if still there, hears why);
+- its user already runs their fair share of the slots while another user's jobs wait
+  (``spawner_service.fairness``) → ``nak`` with ``SPAWNER_FAIR_SHARE_DELAY_SECONDS``; such a
+  delivery is not a failure: it does not count against ``SPAWNER_MAX_DELIVER``;
 - otherwise the record is moved to ``running``, the container runs with ``in_progress``
   heartbeats, the final record is stored (never over a record another delivery made final),
   replied, and the job is acked. A record too large for a NATS message loses its result
@@ -51,6 +54,7 @@ from faas_common.executions import (
 from faas_common.logging import request_id_var
 from faas_common.nats import NATS_ERRORS
 from spawner_service.config import NATS_MAX_PAYLOAD, SpawnerSettings
+from spawner_service.fairness import NoFairShare, Slots
 from spawner_service.records import final_record, fit_record, record_size, unstorable_record
 from spawner_service.runtime.base import ContainerRuntime, RunResult, RunSpec
 
@@ -134,6 +138,7 @@ class JobHandler:
         publish: Publish,
         max_payload: Callable[[], int] = _default_max_payload,
         engine_failed: Callable[[], None] = lambda: None,
+        slots: Slots | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
@@ -143,15 +148,20 @@ class JobHandler:
         """The connection's largest message (``nc.max_payload``, from the server)."""
         self.engine_failed = engine_failed
         """Told when the engine could not be reached (the worker stops fetching until it is)."""
+        self.slots: Slots = slots or NoFairShare()
 
     @property
     def record_limit(self) -> int:
         """The largest execution record that can be stored and replied."""
         return self.max_payload() - HEADER_ROOM
 
-    def _last_delivery(self, msg: JobMessage) -> bool:
+    async def _last_delivery(self, msg: JobMessage, execution_id: str) -> bool:
+        """Whether this delivery is the job's last allowed one: deliveries handed back for the
+        fair share do not count."""
         delivered = attempt_of(msg)
-        return delivered is not None and delivered >= self.settings.max_deliver
+        if delivered is None or delivered < self.settings.max_deliver:
+            return False
+        return delivered - await self.slots.deferrals(execution_id) >= self.settings.max_deliver
 
     async def handle(self, msg: JobMessage) -> None:
         try:
@@ -202,13 +212,30 @@ class JobHandler:
             log.info("record already final: job dropped")
             await msg.term()
             return
-        if record is not None and record.status == "running":
-            if await self._take_over(job, msg, log, current):
-                return
-        elif now > job.start_deadline:
+        taking_over = record is not None and record.status == "running"
+        if not taking_over and now > job.start_deadline:
             await self._expire(job, msg, log, current)
             return
-        await self._start(job, msg, log, current)
+        if taking_over:
+            self.slots.hold(job.user_id)
+        elif not await self.slots.admit(job):
+            await self._defer(msg, log)
+            return
+        try:
+            if taking_over and await self._take_over(job, msg, log, current):
+                return
+            await self._start(job, msg, log, current)
+        finally:
+            self.slots.release(job.user_id)
+
+    async def _defer(self, msg: JobMessage, log: JobLog) -> None:
+        """Hand the job back so that another user below their fair share goes first."""
+        log.info("fair share: other users go first", extra={"attempt": attempt_of(msg)})
+        try:
+            await msg.nak(delay=self.settings.fair_share_delay_seconds)
+        except NATS_ERRORS as exc:
+            # Redelivered after ack_wait; the deferral is counted already.
+            log.warning("cannot hand the job back", extra={"error": repr(exc)})
 
     async def _take_over(self, job: Job, msg: JobMessage, log: JobLog, current: Known) -> bool:
         """A redelivery of a job an earlier delivery started: adopt its container if it is on
@@ -256,7 +283,7 @@ class JobHandler:
         result = await self.runtime.run(run_spec(job))
         if result.outcome == "runtime_unavailable":
             self.engine_failed()
-            if not result.started and not self._last_delivery(msg):
+            if not result.started and not await self._last_delivery(msg, job.execution_id):
                 # The container never started: nothing ran, another attempt is safe.
                 log.warning(
                     "container runtime unavailable: retrying", extra={"error": result.detail}
@@ -327,13 +354,13 @@ class JobHandler:
         worker is stopping): ``nak`` it for another spawner, unless this was its last allowed
         delivery: then it is terminated and its record, if not final yet, failed."""
         try:
-            if not self._last_delivery(msg):
-                await msg.nak()
-                return
             try:
                 job = Job.model_validate_json(msg.data)
             except ValidationError:
                 await msg.term()  # poison: handle() would terminate it too
+                return
+            if not await self._last_delivery(msg, job.execution_id):
+                await msg.nak()
                 return
             await self._give_up(job, msg, job_log(job), HANDED_BACK)
         except NATS_ERRORS as exc:
@@ -344,7 +371,7 @@ class JobHandler:
         """Transient trouble before the function ran: redeliver later, unless this was the last
         delivery: then the activation fails as ``runtime_unavailable`` and the job is dropped."""
         try:
-            if not self._last_delivery(msg):
+            if not await self._last_delivery(msg, job.execution_id):
                 await msg.nak(delay=self.settings.retry_delay_seconds)
                 return
             await self._give_up(job, msg, log, reason)

@@ -6,6 +6,10 @@ a job stays in the stream, counting against the in-flight limits, until it is ac
 job in a task (``handler.JobHandler`` decides what happens to it), reaps stale containers in the
 background and stops gracefully.
 
+Before a job starts, ``fairness.FairShare`` decides whether its user must let other users go
+first (their fair share of the running slots); the worker keeps this spawner's load written to
+the ``fair_share`` bucket and the other spawners' loads watched.
+
 A spawner whose Docker engine does not answer fetches nothing (``EngineGate``) until it answers
 again: a job it took would only be handed back, using up one of the job's deliveries, while a
 healthy spawner could run it. It says so in its log and in ``Worker.ready``.
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import timedelta
 from typing import Any
 
 import nats.errors
@@ -24,16 +29,19 @@ import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.kv import KeyValue
 
 from faas_common.contract import (
     EXEC_SUBJECT_PREFIX,
     EXECUTIONS_STREAM,
+    FAIR_SHARE_BUCKET,
     SPAWNER_CONSUMER,
     ensure_executions_stream,
 )
 from faas_common.executions import ExecutionStore, RecordStore
-from faas_common.nats import NATS_ERRORS, NatsUnavailable
+from faas_common.nats import NATS_ERRORS, NatsUnavailable, ensure_kv
 from spawner_service.config import SpawnerSettings
+from spawner_service.fairness import FairShare
 from spawner_service.handler import JobHandler
 from spawner_service.runtime.base import ContainerRuntime
 
@@ -81,7 +89,7 @@ def consumer_config(settings: SpawnerSettings) -> ConsumerConfig:
         durable_name=SPAWNER_CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=settings.ack_wait_seconds,
-        max_deliver=settings.max_deliver,
+        max_deliver=settings.consumer_max_deliver,
         filter_subject=f"{EXEC_SUBJECT_PREFIX}.>",
     )
 
@@ -107,6 +115,7 @@ class Worker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._handler: JobHandler | None = None
+        self._fair: FairShare | None = None
 
     @property
     def running_jobs(self) -> int:
@@ -166,6 +175,10 @@ class Worker:
         self._subscription = await self.js.pull_subscribe_bind(
             durable=SPAWNER_CONSUMER, stream=EXECUTIONS_STREAM
         )
+        if s.fair_share:
+            self._fair = FairShare(
+                s, js=self.js, kv=await self._fair_share_bucket(), capacity=self._capacity
+            )
         self._handler = JobHandler(
             s,
             runtime=self.runtime,
@@ -173,7 +186,21 @@ class Worker:
             publish=self._publish,
             max_payload=lambda: self.nc.max_payload,
             engine_failed=self.engine.suspect,
+            slots=self._fair,
         )
+
+    async def _fair_share_bucket(self) -> KeyValue:
+        s = self.settings
+        return await ensure_kv(
+            self.js,
+            FAIR_SHARE_BUCKET,
+            replicas=s.nats_replicas,
+            ttl=timedelta(seconds=s.job_max_age_seconds),
+        )
+
+    def _capacity(self) -> int:
+        """The slots this spawner fills: none while its engine is down or it is stopping."""
+        return self.settings.max_containers if self.ready else 0
 
     async def _publish(self, subject: str, payload: bytes) -> None:
         await self.nc.publish(subject, payload)
@@ -184,6 +211,7 @@ class Worker:
         if self._subscription is None:
             await self.setup()
         reaper = asyncio.create_task(self._reap_forever())
+        board = asyncio.create_task(self._fair.run()) if self._fair is not None else None
         logger.info(
             "consuming",
             extra={
@@ -197,9 +225,11 @@ class Worker:
             if self._jobs:
                 logger.info("finishing held jobs", extra={"jobs": len(self._jobs)})
                 await asyncio.gather(*self._jobs, return_exceptions=True)
-            reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+            for task in (reaper, board):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if self._subscription is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await self._subscription.unsubscribe()
