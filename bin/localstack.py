@@ -7,7 +7,8 @@ Started by ``./bin/run.sh`` (the default mode). In order, it:
    token key pair in it;
 3. starts an embedded ``nats-server`` with JetStream, its store under the data directory;
 4. serves every service app under its gateway prefix (``/auth``, ``/registry``, ``/publisher``)
-   on ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...);
+   on ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...),
+   behind the services' HTTP edge limits (``faas_common.edge``);
 5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time).
 
 Ctrl-C or SIGTERM: the server stops taking requests and lets the ones in flight finish, the
@@ -43,6 +44,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from auth_service.config import AuthSettings
 from auth_service.keys import generate_key_pair
 from auth_service.main import create_app as create_auth_app
+from faas_common.edge import EdgeLimits, uvicorn_options
 from faas_common.logging import configure_logging
 from publisher_service.config import PublisherSettings
 from publisher_service.main import create_app as create_publisher_app
@@ -67,6 +69,9 @@ class LocalConfig:
     nats_port: int
     data_dir: Path
     log_level: str
+    forwarded_allow_ips: str
+    """No proxy stands in front of the local stack: nobody's ``X-Forwarded-For`` is believed
+    unless ``FORWARDED_ALLOW_IPS`` names one."""
 
     @classmethod
     def from_env(cls) -> LocalConfig:
@@ -83,6 +88,7 @@ class LocalConfig:
             nats_port=port("FAAS_NATS_PORT", 4222),
             data_dir=data_dir,
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
+            forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", ""),
         )
 
     @property
@@ -250,6 +256,9 @@ async def _not_found(scope: Scope, send: Send) -> None:
 class Platform:
     apps: dict[str, FastAPI]
     spawner: SpawnerSettings
+    edge: EdgeLimits
+    """The HTTP edge of the single port (``MAX_HEADER_BYTES``, ``REQUEST_TIMEOUT_SECONDS``,
+    ``MAX_CONNECTIONS``, ``FORWARDED_ALLOW_IPS``: the services' settings)."""
 
 
 def build_platform(config: LocalConfig) -> Platform:
@@ -273,6 +282,7 @@ def build_platform(config: LocalConfig) -> Platform:
         "nats_replicas": 1,
         "jwt_public_key_file": public_key,
         "jwt_jwks_url": None,
+        "forwarded_allow_ips": config.forwarded_allow_ips,
     }
     auth = AuthSettings(**local, database_url=database("auth.db"), private_key_file=private_key)
     registry = RegistrySettings(**local, database_url=database("registry.db"))
@@ -285,6 +295,7 @@ def build_platform(config: LocalConfig) -> Platform:
             "/publisher": create_publisher_app(publisher),
         },
         spawner=spawner,
+        edge=EdgeLimits.from_settings(publisher),
     )
 
 
@@ -329,8 +340,8 @@ async def serve(config: LocalConfig, platform: Platform) -> bool:
             host=config.host,
             port=config.port,
             lifespan="on",
-            log_config=None,
             timeout_graceful_shutdown=10,
+            **uvicorn_options(platform.edge),
         )
     )
     url = f"http://localhost:{config.port}"

@@ -5,9 +5,14 @@
 - request id: reuses a sane ``X-Request-ID`` from the gateway or makes one, puts it in the
   logging context and echoes it on the response;
 - body cap: a body over ``max_body_bytes`` is a 413 ``payload_too_large`` before any route runs;
+- whole bodies only: a client that disconnects before its body ended (shorter than its
+  ``Content-Length``) reaches no route; the access log says 499;
 - JSON whatever the Content-Type: ``curl -d '{...}'`` sends ``application/x-www-form-urlencoded``;
   a body that is a JSON object or array is handed to the routes as ``application/json``;
-- one access-log line per request.
+- one access-log line per request, with the client's address (the proxy's ``X-Forwarded-For``
+  only when it comes from ``FORWARDED_ALLOW_IPS``, see ``faas_common.edge``).
+
+``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from faas_common.errors import BadRequest, error_body, install_error_handlers
 from faas_common.logging import configure_logging, request_id_var
 from faas_common.openapi import EVERY_ROUTE
+from faas_common.settings import CommonSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -37,6 +43,8 @@ access_log = logging.getLogger("faas.access")
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPES = (b"application/json", b"application/merge-patch+json")
+CLIENT_GONE = 499
+"""The access log's status of a request whose client disconnected before its body ended."""
 
 
 def new_request_id() -> str:
@@ -71,6 +79,11 @@ class PlatformMiddleware:
 
         try:
             body, too_large = await self._read_body(receive)
+            if body is None:
+                # The client left before its body ended: a truncated body is never processed
+                # as if complete, and nobody is left to answer.
+                status_holder["status"] = CLIENT_GONE
+                return
             if too_large:
                 await _send_json(
                     send_with_id,
@@ -97,18 +110,20 @@ class PlatformMiddleware:
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status_holder["status"],
+                    "client": _client_host(scope),
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                 },
             )
             request_id_var.reset(token)
 
-    async def _read_body(self, receive: Receive) -> tuple[bytes, bool]:
+    async def _read_body(self, receive: Receive) -> tuple[bytes | None, bool]:
+        """The whole body (None if the client disconnected first), or whether it is too large."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                break
+                return None, False
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
@@ -117,6 +132,11 @@ class PlatformMiddleware:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks), False
+
+
+def _client_host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -216,16 +236,12 @@ def validate_body(model: type[ModelT], data: Any) -> ModelT:
         raise RequestValidationError(errors) from exc
 
 
-def serve(app: FastAPI, *, service: str, host: str, port: int, log_level: str) -> None:
-    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``)."""
+def serve(app: FastAPI, *, service: str, host: str, port: int, settings: CommonSettings) -> None:
+    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``), behind
+    the settings' HTTP edge limits."""
     import uvicorn
 
-    configure_logging(service, log_level)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        proxy_headers=True,
-        forwarded_allow_ips="*",
-    )
+    from faas_common.edge import EdgeLimits, uvicorn_options
+
+    configure_logging(service, settings.log_level)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings)))

@@ -8,6 +8,7 @@ app factory (or by tests, with keyword arguments).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,10 @@ class ConfigurationError(RuntimeError):
 
 
 def _alias(name: str) -> AliasChoices:
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
     # Accept the plain environment name and the field name (tests pass fields by keyword).
     return AliasChoices(name, name.lower())
 
@@ -60,6 +65,21 @@ class CommonSettings(BaseSettings):
     jwt_consumer_key: str = Field("faas-platform", validation_alias=_alias("JWT_CONSUMER_KEY"))
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_alias("MAX_BODY_BYTES"))
     max_in_flight: int = Field(100, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT"))
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576, validation_alias=_alias("MAX_HEADER_BYTES")
+    )
+    """Largest request head (request line and headers, in total); larger ones answer 431."""
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, le=3600, validation_alias=_alias("REQUEST_TIMEOUT_SECONDS")
+    )
+    """Time a request's head and body have to arrive; a slower client gets 408 and is cut off."""
+    max_connections: int = Field(
+        512, ge=1, le=1_000_000, validation_alias=_alias("MAX_CONNECTIONS")
+    )
+    """Open connections per process; one more is answered 503 and closed at once."""
+    forwarded_allow_ips: str = Field("127.0.0.1", validation_alias=_alias("FORWARDED_ALLOW_IPS"))
+    """Comma-separated addresses or networks of the proxies whose ``X-Forwarded-For`` is
+    believed (empty: nobody's; ``*``: everybody's)."""
     """Cluster-wide limit of activations queued or running (the EXECUTIONS stream's max_msgs)."""
     max_in_flight_per_user: int = Field(
         20, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT_PER_USER")
@@ -79,6 +99,28 @@ class CommonSettings(BaseSettings):
         return None if value == "" else value
 
     @property
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxy_addresses(cls, value: str) -> str:
+        entries = _split_list(value)
+        if "*" in entries and len(entries) > 1:
+            raise ValueError("FORWARDED_ALLOW_IPS: '*' trusts everybody; list nothing else with it")
+        for entry in entries:
+            if entry == "*":
+                continue
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError:
+                raise ValueError(
+                    f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or network"
+                ) from None
+        return value
+
+    @property
+    def trusted_proxies(self) -> tuple[str, ...]:
+        """``FORWARDED_ALLOW_IPS`` as a list of addresses and networks."""
+        return tuple(_split_list(self.forwarded_allow_ips))
+
     def retry_budget(self) -> RetryBudget:
         return RetryBudget(total=self.nats_retry_seconds, attempt=self.nats_attempt_seconds)
 

@@ -14,7 +14,7 @@ def main() -> None:
         service="registry-service",
         host=settings.host,
         port=settings.port,
-        log_level=settings.log_level,
+        settings=settings,
     )
 
 
