@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator, Strict
 
 from faas_common.contract import ID_PATTERN
 
@@ -112,3 +112,14 @@ def _check_image_reference(reference: str) -> str:
 
 ImageReference = Annotated[str, AfterValidator(_check_image_reference)]
 """A ``str`` field that must be a valid Docker image reference (pydantic type)."""
+
+
+def _integral(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+StrictInteger = Annotated[int, BeforeValidator(_integral), Strict()]
+"""An ``int`` field as JSON Schema's ``integer``: ``135`` and ``135.0`` are 135; ``135.5``,
+``"135"`` and ``true`` are refused (pydantic type)."""

@@ -1,9 +1,10 @@
 """Wire models of registry-service: limits, request bodies, the function as returned.
 
-Unknown fields are ignored. Integers are strict (``"30"`` and ``true`` are not timeouts). In an
-update a field may be omitted (left as it is) but not ``null``: every field of a function has a
-value. Free text (``description``, env values) may not contain NUL characters: PostgreSQL cannot
-store them and no process environment can hold them.
+Unknown fields are ignored. Integers are JSON Schema's (``30`` and ``30.0`` are a timeout;
+``30.5``, ``"30"`` and ``true`` are not). In an update a field may be omitted (left as it is)
+but not ``null``: every field of a function has a value. Free text (``description``, env
+values) may not contain NUL characters: PostgreSQL cannot store them and no process environment
+can hold them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from faas_common.validation import FUNCTION_NAME_PATTERN, ImageReference
+from faas_common.validation import FUNCTION_NAME_PATTERN, ImageReference, StrictInteger
 from registry_service.service import FunctionChanges
 
 NAME_PATTERN = FUNCTION_NAME_PATTERN
@@ -51,8 +52,8 @@ Image = Annotated[
     ImageReference,
     Field(description="Docker image reference", examples=["library/python:3.11-slim"]),
 ]
-TimeoutSeconds = Annotated[int, Field(strict=True, ge=1, le=900, description="1-900 seconds")]
-MemoryMb = Annotated[int, Field(strict=True, ge=16, le=4096, description="16-4096 MiB")]
+TimeoutSeconds = Annotated[StrictInteger, Field(ge=1, le=900, description="1-900 seconds")]
+MemoryMb = Annotated[StrictInteger, Field(ge=16, le=4096, description="16-4096 MiB")]
 EnvName = Annotated[str, StringConstraints(max_length=256, pattern=ENV_NAME_PATTERN)]
 EnvValue = Annotated[str, StringConstraints(max_length=4096), NoNul]
 Env = Annotated[
