@@ -5,10 +5,12 @@ Hierarchy (the services' own errors subclass these; ``Retry-After`` where marked
     ServiceError (status, code, detail)
     ├── BadRequest            400 bad_request
     ├── Unauthorized          401 unauthorized / invalid_credentials / invalid_token
+    ├── Forbidden             403 forbidden / image_not_allowed / quota_exceeded
     ├── NotFound              404 not_found / function_not_found / execution_not_found
     ├── Conflict              409 conflict / username_taken / function_exists /
     │                             idempotency_key_reused
     ├── PayloadTooLarge       413 payload_too_large / argument_too_large
+    ├── Unprocessable         422 unprocessable / image_registry_not_allowed / env_too_large
     ├── TooManyRequests       429 too_many_requests / concurrency_limit      (Retry-After: 1)
     ├── BadGateway            502 function_failed / output_too_large / image_unavailable
     ├── DependencyUnavailable 503 service_unavailable / runtime_unavailable  (Retry-After: 2)
@@ -78,6 +80,12 @@ class Unauthorized(ServiceError):
         super().__init__(detail, code=code, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+    detail = "Not allowed"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
@@ -94,6 +102,14 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
     detail = "Request body too large"
+
+
+class Unprocessable(ServiceError):
+    """A well-formed request the service refuses to act on (one sentence, not a field list)."""
+
+    status_code = 422
+    code = "unprocessable"
+    detail = "The request cannot be processed"
 
 
 class TooManyRequests(ServiceError):

@@ -12,9 +12,10 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from faas_common.images import DOCKER_HUB, ImagePolicy, parse_allow_prefixes, parse_registries
 from faas_common.nats import RetryBudget
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "postgres"})
@@ -24,11 +25,11 @@ class ConfigurationError(RuntimeError):
     """The settings cannot work; the message says which variable to set."""
 
 
-def _alias(name: str) -> AliasChoices:
 def _split_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def _alias(name: str) -> AliasChoices:
     # Accept the plain environment name and the field name (tests pass fields by keyword).
     return AliasChoices(name, name.lower())
 
@@ -160,3 +161,41 @@ class CommonSettings(BaseSettings):
             if password is not None and password.lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("DATABASE_URL uses a placeholder password outside the local stack")
         return self
+
+
+class ImageSettings(BaseSettings):
+    """The image policy (``faas_common.images``), read by registry-service and publisher-service.
+
+    Lists are comma-separated; each entry is checked at start-up (a bad entry is a clear error).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    image_policy: Literal["any", "namespaced"] = Field(
+        "any", validation_alias=_alias("IMAGE_POLICY")
+    )
+    image_allow: str = Field("", validation_alias=_alias("IMAGE_ALLOW"))
+    """Prefixes of normalised references every user may run (``docker.io/library/``)."""
+    image_registries: str = Field("", validation_alias=_alias("IMAGE_REGISTRIES"))
+    """Registries besides docker.io on which ``<username>/`` is the user's own namespace."""
+    image_registry_allow: str = Field("", validation_alias=_alias("IMAGE_REGISTRY_ALLOW"))
+    """Registry hosts (``host`` or ``host:port``) allowed although they are internal addresses."""
+
+    @field_validator("image_allow", "image_registries", "image_registry_allow")
+    @classmethod
+    def _entries_are_valid(cls, value: str, info: ValidationInfo) -> str:
+        parse = parse_allow_prefixes if info.field_name == "image_allow" else parse_registries
+        parse(value)
+        return value
+
+    @property
+    def images(self) -> ImagePolicy:
+        return ImagePolicy(
+            mode=self.image_policy,
+            allow=parse_allow_prefixes(self.image_allow),
+            registries=parse_registries(self.image_registries) | {DOCKER_HUB},
+        )
+
+    @property
+    def registry_allow(self) -> frozenset[str]:
+        return parse_registries(self.image_registry_allow)
