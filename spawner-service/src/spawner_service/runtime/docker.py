@@ -182,6 +182,32 @@ async def _finish(future: asyncio.Future[T]) -> T:
     return future.result()
 
 
+async def _daemon_thread(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on a daemon thread of its own (the process never waits for it at exit)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def target() -> None:
+        error: BaseException | None = None
+        try:
+            fn()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=target, name="docker-pull", daemon=True).start()
+    await done
+
+
 def _outcome_of(future: asyncio.Future[T]) -> T | None:
     if future.done() and not future.cancelled() and future.exception() is None:
         return future.result()
@@ -634,14 +660,15 @@ class DockerRuntime:
         self._ping_lock = threading.Lock()
         self._client_lock = asyncio.Lock()
         self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pull_threads = asyncio.Semaphore(settings.max_containers)
+        """Pulls at once, each on a daemon thread of its own: slow registries never starve the
+        runs of threads, and a stopping spawner does not wait for a pull (its connection goes
+        with the process, which cancels the pull in the engine)."""
         # Per running container: its stream reader, plus a wait, kill or remove at a time.
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_containers * 3 + 4, thread_name_prefix="docker"
         )
-        # Pulls on threads of their own: slow registries never starve the runs of threads.
-        self._pull_executor = ThreadPoolExecutor(
-            max_workers=settings.max_containers, thread_name_prefix="docker-pull"
-        )
+
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------------------
@@ -711,11 +738,9 @@ class DockerRuntime:
     async def _pull(self, client: Any, image: str) -> None:
         started = time.monotonic()
         logger.info("pulling image", extra={"image": image})
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(
-                self._pull_executor, functools.partial(self._pull_blocking, client, image)
-            )
+            async with self._pull_threads:
+                await _daemon_thread(functools.partial(self._pull_blocking, client, image))
         except OSError as exc:
             raise EngineUnavailable(f"the Docker engine failed during a pull: {exc}") from exc
         logger.info("pulled image", extra={"image": image, "pull_ms": _ms(started)})
@@ -907,4 +932,3 @@ class DockerRuntime:
                 with contextlib.suppress(Exception):
                     await self._thread(client.close)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._pull_executor.shutdown(wait=False, cancel_futures=True)
