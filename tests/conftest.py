@@ -113,3 +113,22 @@ async def postgres_database_url() -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def rsa_keys(tmp_path_factory: pytest.TempPathFactory) -> RsaKeys:
     return generate_rsa_keys(tmp_path_factory.mktemp("keys"))
+
+
+# --- Name resolution --------------------------------------------------------------------------
+
+
+async def _loopback_only_resolver(host: str) -> list[str]:
+    if host == "localhost":
+        return ["127.0.0.1"]
+    raise OSError(f"tests resolve no name but localhost ({host!r})")
+
+
+@pytest.fixture(autouse=True)
+def _no_registry_host_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry app built without a resolver of its own resolves image registry hosts with
+    the system's resolver; in tests that one answers only ``localhost``, so no name is ever
+    sent to a DNS server (any other name does not resolve: a 422)."""
+    from registry_service import admission
+
+    monkeypatch.setattr(admission, "system_resolver", _loopback_only_resolver)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from faas_common.settings import CommonSettings
+from faas_common.settings import CommonSettings, ImageSettings
 
 
-class RegistrySettings(CommonSettings):
+class RegistrySettings(CommonSettings, ImageSettings):
     model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="ignore", populate_by_name=True)
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
@@ -23,4 +23,23 @@ class RegistrySettings(CommonSettings):
         ge=0,
         description="Seconds between two reconciliations of the functions KV bucket with the "
         "database while the service runs (0: only at start-up).",
+    )
+    max_functions_per_user: int = Field(
+        100,
+        ge=1,
+        validation_alias=AliasChoices("MAX_FUNCTIONS_PER_USER", "max_functions_per_user"),
+        description="Functions one user may have; the next create is a 403 quota_exceeded.",
+    )
+    max_env_bytes: int = Field(
+        32_768,
+        ge=0,
+        description="Largest environment of one function: the UTF-8 bytes of NAME=value summed "
+        "over its variables (422 env_too_large above it).",
+    )
+    resolve_timeout_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=30,
+        description="How long resolving an image's registry host may take; a name that does not "
+        "resolve within it is refused like an internal one.",
     )

@@ -22,7 +22,9 @@ from faas_common.health import health_router
 from faas_common.http import create_service_app
 from faas_common.nats import connect_nats, drain_nats, ensure_kv
 from faas_common.security import open_token_verifier
+from registry_service import admission as admission_module
 from registry_service import service
+from registry_service.admission import Admission, HostResolver
 from registry_service.catalog import FunctionCatalog, NatsFunctionCatalog
 from registry_service.config import RegistrySettings
 from registry_service.router import aliases, router
@@ -37,11 +39,27 @@ async def _cancel(task: asyncio.Task[None]) -> None:
     await asyncio.wait([task])
 
 
+def admission_from(settings: RegistrySettings, resolver: HostResolver) -> Admission:
+    return Admission(
+        policy=settings.images,
+        registry_allow=settings.registry_allow,
+        resolver=resolver,
+        resolve_timeout=settings.resolve_timeout_seconds,
+        max_env_bytes=settings.max_env_bytes,
+        max_functions=settings.max_functions_per_user,
+    )
+
+
 def create_app(
-    settings: RegistrySettings | None = None, *, catalog: FunctionCatalog | None = None
+    settings: RegistrySettings | None = None,
+    *,
+    catalog: FunctionCatalog | None = None,
+    resolver: HostResolver | None = None,
 ) -> FastAPI:
-    """The registry app. ``catalog`` replaces the NATS KV catalog (unit tests pass a fake)."""
+    """The registry app. ``catalog`` replaces the NATS KV catalog (unit tests pass a fake);
+    ``resolver`` the system's name resolution of image registry hosts (tests pass a fake)."""
     settings = settings or RegistrySettings()
+    admission = admission_from(settings, resolver or admission_module.system_resolver)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -83,6 +101,7 @@ def create_app(
             app.state.engine = engine
             app.state.sessionmaker = sessionmaker
             app.state.catalog = function_catalog
+            app.state.admission = admission
             app.state.token_verifier = verifier
             yield
 

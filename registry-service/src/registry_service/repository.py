@@ -8,13 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from registry_service.exceptions import FunctionExists, FunctionNotFound
 from registry_service.models import Function, utc_now
+
+OWNER_LOCK_CLASS = 0x66756E63
+"""First key of the per-owner advisory locks (``b"func"``)."""
 
 
 async def get(
@@ -42,6 +45,30 @@ async def list_for_owner(session: AsyncSession, *, owner_id: str) -> list[Functi
     """The caller's functions sorted by name (code point order, the same on every backend)."""
     result = await session.execute(select(Function).where(Function.owner_id == owner_id))
     return sorted(result.scalars(), key=lambda function: function.name)
+
+
+async def count_for_owner(session: AsyncSession, *, owner_id: str) -> int:
+    result = await session.execute(
+        select(func.count()).select_from(Function).where(Function.owner_id == owner_id)
+    )
+    return int(result.scalar_one())
+
+
+async def lock_owner(session: AsyncSession, *, owner_id: str) -> None:
+    """Serialise this owner's creates until the transaction ends, so a count taken after it
+    stays true until the insert commits (the function quota is exact under concurrency).
+
+    PostgreSQL: a transaction-level advisory lock on ``(OWNER_LOCK_CLASS, hashtext(owner_id))``
+    (two int4 keys: a key space apart from the single-key migration lock). SQLite: the
+    database's write lock.
+    """
+    if await _is_postgresql(session):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:class_id, hashtext(:owner_id))"),
+            {"class_id": OWNER_LOCK_CLASS, "owner_id": owner_id},
+        )
+    else:
+        await _write_lock(session)
 
 
 async def list_all(session: AsyncSession) -> Sequence[Function]:

@@ -14,8 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from faas_common.db import SessionDep
 from faas_common.http import parse_json_body, validate_body
 from faas_common.openapi import AUTHENTICATED, JSON_BODY, PARAMETERS, error_response, merge
-from faas_common.security import CurrentUser
+from faas_common.security import CurrentUser, TokenClaims
 from registry_service import service
+from registry_service.admission import Admission
 from registry_service.catalog import FunctionCatalog
 from registry_service.models import Function
 from registry_service.schemas import (
@@ -36,7 +37,13 @@ def _catalog(request: Request) -> FunctionCatalog:
     return catalog
 
 
+def _admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
 CatalogDep = Annotated[FunctionCatalog, Depends(_catalog)]
+AdmissionDep = Annotated[Admission, Depends(_admission)]
 FunctionNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The function's name")]
 
 
@@ -71,12 +78,18 @@ def _out(function: Function) -> FunctionOut:
 
 
 async def _create(
-    body: FunctionCreate, user_id: str, session: SessionDep, catalog: FunctionCatalog
+    body: FunctionCreate,
+    user: TokenClaims,
+    session: SessionDep,
+    catalog: FunctionCatalog,
+    admission: Admission,
 ) -> FunctionOut:
     function = await service.create_function(
         session,
         catalog,
-        owner_id=user_id,
+        admission,
+        owner_id=user.user_id,
+        username=user.username,
         name=body.name,
         description=body.description,
         image=body.image,
@@ -97,9 +110,13 @@ async def _create(
     responses=_CREATE_ERRORS,
 )
 async def create_function(
-    body: FunctionCreate, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+    body: FunctionCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    catalog: CatalogDep,
+    admission: AdmissionDep,
 ) -> FunctionOut:
-    return await _create(body, user.user_id, session, catalog)
+    return await _create(body, user, session, catalog, admission)
 
 
 @router.get(
@@ -130,6 +147,7 @@ async def update_function(
     user: CurrentUser,
     session: SessionDep,
     catalog: CatalogDep,
+    admission: AdmissionDep,
 ) -> FunctionOut:
     if body.name is not None and body.name != name:
         raise RequestValidationError(
@@ -143,7 +161,13 @@ async def update_function(
             ]
         )
     function = await service.update_function(
-        session, catalog, owner_id=user.user_id, name=name, changes=body.changes()
+        session,
+        catalog,
+        admission,
+        owner_id=user.user_id,
+        username=user.username,
+        name=name,
+        changes=body.changes(),
     )
     return _out(function)
 
@@ -210,9 +234,13 @@ async def _alias_name(request: Request, query_name: str | None) -> str:
     responses=_CREATE_ERRORS,
 )
 async def register_alias(
-    body: RegisterAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+    body: RegisterAlias,
+    user: CurrentUser,
+    session: SessionDep,
+    catalog: CatalogDep,
+    admission: AdmissionDep,
 ) -> FunctionOut:
-    return await _create(body.to_create(), user.user_id, session, catalog)
+    return await _create(body.to_create(), user, session, catalog, admission)
 
 
 @aliases.get(
@@ -248,10 +276,20 @@ async def retrieve_alias(
     responses=_UPDATE_ERRORS,
 )
 async def update_alias(
-    body: UpdateAlias, user: CurrentUser, session: SessionDep, catalog: CatalogDep
+    body: UpdateAlias,
+    user: CurrentUser,
+    session: SessionDep,
+    catalog: CatalogDep,
+    admission: AdmissionDep,
 ) -> FunctionOut:
     function = await service.update_function(
-        session, catalog, owner_id=user.user_id, name=body.name, changes=body.changes()
+        session,
+        catalog,
+        admission,
+        owner_id=user.user_id,
+        username=user.username,
+        name=body.name,
+        changes=body.changes(),
     )
     return _out(function)
 

@@ -29,8 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from faas_common.contract import FunctionSnapshot, function_key
 from registry_service import repository
+from registry_service.admission import Admission
 from registry_service.catalog import FunctionCatalog
-from registry_service.exceptions import DatabaseUnavailable, FunctionNotFound
+from registry_service.exceptions import DatabaseUnavailable, FunctionNotFound, QuotaExceeded
 from registry_service.models import Function, utc_now
 
 logger = logging.getLogger("registry.service")
@@ -126,8 +127,10 @@ async def _commit_through(
 async def create_function(
     session: AsyncSession,
     catalog: FunctionCatalog,
+    admission: Admission,
     *,
     owner_id: str,
+    username: str,
     name: str,
     description: str,
     image: str,
@@ -135,6 +138,17 @@ async def create_function(
     memory_mb: int,
     env: Mapping[str, str],
 ) -> Function:
+    """Create a function once ``admission`` accepts its image and environment and the owner is
+    under ``MAX_FUNCTIONS_PER_USER`` (counted under the owner's lock, so concurrent creates
+    cannot pass it)."""
+    await admission.check(username=username, image=image, env=env)
+    await repository.lock_owner(session, owner_id=owner_id)
+    if await repository.count_for_owner(session, owner_id=owner_id) >= admission.max_functions:
+        await session.rollback()
+        raise QuotaExceeded(
+            f"You already have {admission.max_functions} functions, the most one user may "
+            "have: delete one first"
+        )
     function = await repository.add(
         session,
         owner_id=owner_id,
@@ -170,11 +184,14 @@ async def get_function(session: AsyncSession, *, owner_id: str, name: str) -> Fu
 async def update_function(
     session: AsyncSession,
     catalog: FunctionCatalog,
+    admission: Admission,
     *,
     owner_id: str,
+    username: str,
     name: str,
     changes: FunctionChanges,
 ) -> Function:
+    await admission.check(username=username, image=changes.image, env=changes.env)
     function = await repository.get(session, owner_id=owner_id, name=name, for_update=True)
     if function is None:
         raise FunctionNotFound()

@@ -31,6 +31,12 @@ from tests.unit.registry.factories import (
 )
 
 
+@pytest.fixture
+def settings(settings: RegistrySettings) -> RegistrySettings:
+    # An operator-allowed loopback registry (the PATCH of test_crud_is_mirrored_in_the_kv_bucket).
+    return settings.model_copy(update={"image_registry_allow": "127.0.0.1:5000"})
+
+
 async def kv_snapshot(kv: KeyValue, user: User, name: str) -> FunctionSnapshot | None:
     try:
         entry = await kv.get(function_key(user.id, name))

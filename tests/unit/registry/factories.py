@@ -21,6 +21,7 @@ import jwt
 from fastapi import FastAPI
 
 from faas_common.contract import FunctionSnapshot, function_key
+from registry_service.admission import HostResolver
 from registry_service.catalog import FunctionCatalog
 from registry_service.config import RegistrySettings
 from registry_service.exceptions import CatalogUnavailable
@@ -41,12 +42,39 @@ def make_settings(database_url: str, public_key_file: Path, **overrides: Any) ->
     return RegistrySettings(**(values | overrides))
 
 
+PUBLIC_ADDRESS = "93.184.215.14"
+"""What ``FakeResolver`` answers for a name it was not told about: a global unicast address."""
+
+
+@dataclass
+class FakeResolver:
+    """``HostResolver`` from a table: no name is ever looked up on the network.
+
+    ``answers`` maps a host to its addresses (an empty list: the name does not resolve); any
+    other host resolves to ``PUBLIC_ADDRESS``. ``asked`` lists every host resolved.
+    """
+
+    answers: dict[str, list[str]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
+
+    async def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        addresses = self.answers.get(host, [PUBLIC_ADDRESS])
+        if not addresses:
+            raise OSError(f"{host} does not resolve")
+        return addresses
+
+
 @asynccontextmanager
 async def running_app(
-    settings: RegistrySettings, catalog: FunctionCatalog | None = None
+    settings: RegistrySettings,
+    catalog: FunctionCatalog | None = None,
+    resolver: HostResolver | None = None,
 ) -> AsyncIterator[FastAPI]:
-    """The app with its lifespan entered: migrated, catalog reconciled, ready to serve."""
-    app = create_app(settings, catalog=catalog)
+    """The app with its lifespan entered: migrated, catalog reconciled, ready to serve.
+
+    Registry hosts are resolved by ``resolver`` (a ``FakeResolver`` unless given)."""
+    app = create_app(settings, catalog=catalog, resolver=resolver or FakeResolver())
     async with app.router.lifespan_context(app):
         yield app
 

@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 
 import httpx
+import pytest
 
+from registry_service.config import RegistrySettings
 from tests.unit.registry.factories import FakeCatalog, User, function_body
+
+
+
+@pytest.fixture
+def settings(settings: RegistrySettings) -> RegistrySettings:
+    # An operator-allowed loopback registry (test_create_with_every_field).
+    return settings.model_copy(update={"image_registry_allow": "127.0.0.1:5000"})
+
 
 FIELDS = {
     "id",

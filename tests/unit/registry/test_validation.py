@@ -7,9 +7,19 @@ from typing import Any
 import httpx
 import pytest
 
+from registry_service.config import RegistrySettings
 from tests.unit.registry.factories import FakeCatalog, User, function_body
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.fixture
+def settings(settings: RegistrySettings) -> RegistrySettings:
+    # Loopback registries among the valid references are operator-allowed here, and the total
+    # environment cap is out of the way of the per-variable bounds (test_limits_are_inclusive).
+    return settings.model_copy(
+        update={"image_registry_allow": "127.0.0.1:5000,localhost:5000", "max_env_bytes": 1 << 20}
+    )
 
 
 def assert_validation_error(response: httpx.Response, loc: list[Any] | None = None) -> None:
