@@ -1,8 +1,28 @@
-"""Domain errors of auth-service (all ``faas_common.ServiceError``)."""
+"""Domain errors of auth-service (all ``faas_common.ServiceError``).
+
+::
+
+    ServiceError
+    ├── BadRequest ── TokenNotRevocable          400 token_not_revocable
+    ├── Unauthorized ── InvalidCredentials       401 invalid_credentials
+    ├── NotFound ── AccountNotFound              404 account_not_found
+    ├── Conflict ── UsernameTaken                409 username_taken
+    ├── TooManyRequests ── LoginThrottled        429 login_throttled (Retry-After)
+    └── DependencyUnavailable ── RevocationUnavailable   503 revocation_unavailable
+"""
 
 from __future__ import annotations
 
-from faas_common.errors import Conflict, Unauthorized
+import math
+
+from faas_common.errors import (
+    BadRequest,
+    Conflict,
+    DependencyUnavailable,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
 
 
 class UsernameTaken(Conflict):
@@ -16,3 +36,26 @@ class InvalidCredentials(Unauthorized):
 
     def __init__(self) -> None:
         super().__init__(code=self.code)
+
+
+class LoginThrottled(TooManyRequests):
+    code = "login_throttled"
+    detail = "Too many failed logins for this account: try again later"
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+    detail = "This account no longer exists"
+
+
+class TokenNotRevocable(BadRequest):
+    code = "token_not_revocable"
+    detail = "This token has no id (jti) and cannot be revoked on its own"
+
+
+class RevocationUnavailable(DependencyUnavailable):
+    code = "revocation_unavailable"
+    detail = "Token revocation (NATS) is unavailable: nothing was changed"

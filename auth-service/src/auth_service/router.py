@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request, Response, status
 
 from auth_service import service
 from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, ValidateOut
-from auth_service.service import PasswordHasher, TokenIssuer
+from auth_service.service import Clock, PasswordHasher, Revocations, TokenIssuer
+from auth_service.throttle import ThrottlePolicy
 from faas_common.db import SessionDep
 from faas_common.http import parse_json_body, validate_body
 from faas_common.openapi import AUTHENTICATED, JSON_BODY, error_response, merge
@@ -27,8 +28,26 @@ def _issuer(request: Request) -> TokenIssuer:
     return issuer
 
 
+def _throttle(request: Request) -> ThrottlePolicy:
+    policy: ThrottlePolicy = request.app.state.throttle
+    return policy
+
+
+def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def _revocations(request: Request) -> Revocations:
+    revocations: Revocations = request.app.state.revocations
+    return revocations
+
+
 HasherDep = Annotated[PasswordHasher, Depends(_hasher)]
 IssuerDep = Annotated[TokenIssuer, Depends(_issuer)]
+ThrottleDep = Annotated[ThrottlePolicy, Depends(_throttle)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+RevocationsDep = Annotated[Revocations, Depends(_revocations)]
 
 _DATABASE = error_response(
     503,
@@ -40,7 +59,7 @@ _REGISTER_ERRORS = merge(
     JSON_BODY,
     error_response(
         409,
-        "Username already registered",
+        "Username already registered (in any letter case)",
         code="username_taken",
         detail="Username already registered",
     ),
@@ -54,7 +73,39 @@ _LOGIN_ERRORS = merge(
         code="invalid_credentials",
         detail="Incorrect username or password",
     ),
+    error_response(
+        429,
+        "Too many failed logins for this account: wait Retry-After seconds",
+        code="login_throttled",
+        detail="Too many failed logins for this account: try again later",
+    ),
     _DATABASE,
+)
+_REVOCATION = error_response(
+    503,
+    "Token revocation (NATS) or the database is unavailable: nothing was changed",
+    code="revocation_unavailable",
+    detail="Token revocation (NATS) is unavailable: nothing was changed",
+)
+_LOGOUT_ERRORS = merge(
+    AUTHENTICATED,
+    error_response(
+        400,
+        "The token has no id (jti) and cannot be revoked on its own",
+        code="token_not_revocable",
+        detail="This token has no id (jti) and cannot be revoked on its own",
+    ),
+    _REVOCATION,
+)
+_DELETE_ERRORS = merge(
+    AUTHENTICATED,
+    error_response(
+        404,
+        "The account is already deleted",
+        code="account_not_found",
+        detail="This account no longer exists",
+    ),
+    _REVOCATION,
 )
 
 
@@ -103,11 +154,16 @@ _LOGIN_BODY = {
 
 @router.post("/login", responses=_LOGIN_ERRORS, openapi_extra=_LOGIN_BODY)
 async def login(
-    request: Request, session: SessionDep, hasher: HasherDep, issuer: IssuerDep
+    request: Request,
+    session: SessionDep,
+    hasher: HasherDep,
+    issuer: IssuerDep,
+    throttle: ThrottleDep,
+    clock: ClockDep,
 ) -> TokenOut:
     body = await _login_request(request)
     user = await service.authenticate(
-        session, hasher, username=body.username, password=body.password
+        session, hasher, throttle, username=body.username, password=body.password, now=clock()
     )
     issued = issuer.issue(user)
     return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
@@ -116,6 +172,30 @@ async def login(
 @router.get("/validate", responses=AUTHENTICATED)
 async def validate(user: CurrentUser) -> ValidateOut:
     return ValidateOut(user_id=user.user_id, username=user.username, expires_at=user.expires_at)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke the presented token on every service (the user's other tokens stay valid)",
+    responses=_LOGOUT_ERRORS,
+)
+async def logout(user: CurrentUser, revocations: RevocationsDep) -> Response:
+    await service.logout(revocations, claims=user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete(
+    "/users/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete the caller's account: its functions, every token; the name is free again",
+    responses=_DELETE_ERRORS,
+)
+async def delete_me(
+    user: CurrentUser, session: SessionDep, revocations: RevocationsDep
+) -> Response:
+    await service.delete_account(session, revocations, user_id=user.user_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/.well-known/jwks.json", summary="Public keys that verify platform tokens")

@@ -6,19 +6,44 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
-USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+USERNAME_PATTERN = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+"""A Docker repository path component (the image policy uses ``<username>/...`` as a namespace):
+lowercase alphanumerics separated by ``.``, ``_``, ``__`` or runs of ``-``."""
+USERNAME_RE = re.compile(USERNAME_PATTERN)
+USERNAME_MIN, USERNAME_MAX = 3, 64
 
-Username = Annotated[str, StringConstraints(min_length=3, max_length=64, pattern=USERNAME_PATTERN)]
+
+def canonical_username(value: object) -> object:
+    """ASCII letters folded to lowercase (``Alice`` is ``alice``); anything else left as it is,
+    for the pattern to refuse (no Unicode folding: the Kelvin sign is not a ``k``)."""
+    if isinstance(value, str) and value.isascii():
+        return value.lower()
+    return value
+
+
+def is_username(value: str) -> bool:
+    """Whether ``value`` (already canonical) is a name an account can have."""
+    return USERNAME_MIN <= len(value) <= USERNAME_MAX and USERNAME_RE.fullmatch(value) is not None
+
+
+Username = Annotated[
+    str,
+    BeforeValidator(canonical_username),
+    StringConstraints(min_length=USERNAME_MIN, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
+]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 
 
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    username: Username = Field(examples=["alice"])
+    username: Username = Field(
+        examples=["alice"],
+        description="3-64 characters: lowercase letters and digits, separated by '.', '_', "
+        "'__' or runs of '-'. Upper-case ASCII letters are folded to lowercase.",
+    )
     password: Password = Field(examples=["correct-horse-battery"])
 
 

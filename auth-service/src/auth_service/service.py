@@ -1,10 +1,18 @@
-"""Domain logic of auth-service: password hashing, registration, login, token issuing."""
+"""Domain logic of auth-service: password hashing, registration, login and its throttle, token
+issuing, logout and account deletion.
+
+Usernames are canonical (``schemas.canonical_username``) before they reach this module.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -12,31 +20,67 @@ from passlib.context import CryptContext
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service import repository
-from auth_service.exceptions import InvalidCredentials
+from auth_service.exceptions import (
+    AccountNotFound,
+    InvalidCredentials,
+    LoginThrottled,
+    RevocationUnavailable,
+    TokenNotRevocable,
+)
 from auth_service.models import User
-from auth_service.schemas import USERNAME_RE
-from faas_common.security import ALGORITHM, key_id
+from auth_service.schemas import canonical_username, is_username
+from auth_service.throttle import ThrottlePolicy, count_attempt
+from faas_common.revocation import RevocationsUnavailable
+from faas_common.security import ALGORITHM, TokenClaims, key_id
+
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+
+
+class HashContext(Protocol):
+    """What ``PasswordHasher`` needs of passlib's ``CryptContext``."""
+
+    def hash(self, secret: str) -> str: ...
+
+    def verify(self, secret: str, hash: str) -> bool: ...
 
 
 class PasswordHasher:
-    """argon2 through passlib's API; hashing runs off the event loop (it is CPU-bound)."""
+    """argon2 through passlib's API, off the event loop and at most ``concurrency`` at a time.
 
-    def __init__(self) -> None:
-        self._context = CryptContext(schemes=["argon2"], deprecated="auto")
+    Hashes run on a pool of ``concurrency`` threads of their own (never the loop's default
+    executor), and a request waits for a free thread before it hands its hash over, so a flood
+    of logins queues here while every other route keeps answering; a request cancelled while
+    it waits costs nothing.
+    """
+
+    def __init__(self, *, concurrency: int, context: HashContext | None = None) -> None:
+        self.concurrency = concurrency
+        self._context: HashContext = context or CryptContext(schemes=["argon2"], deprecated="auto")
+        self._slots = asyncio.Semaphore(concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="argon2")
         # Verifying against this hash when a user does not exist costs what a real check
         # costs, so response time does not tell which usernames exist.
         self._dummy_hash = self._context.hash("dummy password for timing")
 
+    async def _run(self, function: Callable[..., T], *args: str) -> T:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._context.hash, password)
+        return await self._run(self._context.hash, password)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         target = password_hash if password_hash is not None else self._dummy_hash
         try:
-            ok = await asyncio.to_thread(self._context.verify, password, target)
+            ok = await self._run(self._context.verify, password, target)
         except (ValueError, TypeError):
             ok = False
         return ok and password_hash is not None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +91,13 @@ class IssuedToken:
 
 class TokenIssuer:
     def __init__(
-        self, private_key: RSAPrivateKey, *, issuer: str, consumer_key: str, ttl_seconds: int
+        self,
+        private_key: RSAPrivateKey,
+        *,
+        issuer: str,
+        consumer_key: str,
+        ttl_seconds: int,
+        clock: Clock = time.time,
     ) -> None:
         self.private_key = private_key
         self.public_key = private_key.public_key()
@@ -55,9 +105,10 @@ class TokenIssuer:
         self.issuer = issuer
         self.consumer_key = consumer_key
         self.ttl_seconds = ttl_seconds
+        self.clock = clock
 
     def issue(self, user: User) -> IssuedToken:
-        now = int(time.time())
+        now = int(self.clock())
         claims = {
             "sub": user.id,
             "name": user.username,
@@ -65,9 +116,21 @@ class TokenIssuer:
             "exp": now + self.ttl_seconds,
             "iss": self.issuer,
             "key": self.consumer_key,
+            "jti": uuid.uuid4().hex,
         }
         token = jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid})
         return IssuedToken(token=token, expires_in=self.ttl_seconds)
+
+
+class Revocations(Protocol):
+    """The revocations bucket as auth-service writes it (``faas_common.revocation``)."""
+
+    async def revoke_token(self, *, jti: str, user_id: str) -> None: ...
+
+    async def revoke_user(self, *, user_id: str) -> None: ...
+
+
+# --- Registration and login -------------------------------------------------------------------
 
 
 async def register(
@@ -77,14 +140,75 @@ async def register(
     return await repository.create(session, username=username, password_hash=password_hash)
 
 
+async def _admit(
+    session: AsyncSession, policy: ThrottlePolicy, *, username: str, now: float
+) -> None:
+    try:
+        row = await repository.lock_throttle(session, username=username, now=now)
+        wait = count_attempt(row, policy, now)
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+    if wait is not None:
+        raise LoginThrottled(wait)
+
+
 async def authenticate(
-    session: AsyncSession, hasher: PasswordHasher, *, username: str, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    policy: ThrottlePolicy,
+    *,
+    username: str,
+    password: str,
+    now: float,
 ) -> User:
-    # A name no account can have (a NUL byte, 2000 characters) never reaches the database, but
-    # costs the same hash check as any other miss.
-    valid_name = USERNAME_RE.fullmatch(username) is not None
-    user = await repository.get_by_username(session, username=username) if valid_name else None
+    """The user ``username`` (any case) names, if ``password`` is theirs.
+
+    Every name an account could have is throttled, whether the account exists or not, so a
+    429 does not tell which ones exist. A name no account can have (a NUL byte, 2000
+    characters) never reaches the database, but costs the same hash check as any other miss.
+    """
+    name = canonical_username(username)
+    if not isinstance(name, str) or not is_username(name):
+        await hasher.verify(password, None)
+        raise InvalidCredentials()
+    await _admit(session, policy, username=name, now=now)
+    user = await repository.get_by_username(session, username=name)
     ok = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not ok:
         raise InvalidCredentials()
+    await repository.forget_throttle(session, username=name)
     return user
+
+
+# --- Logout and account deletion --------------------------------------------------------------
+
+
+async def logout(revocations: Revocations, *, claims: TokenClaims) -> None:
+    """Revoke the presented token everywhere (the user's other tokens keep working)."""
+    if claims.token_id is None:
+        raise TokenNotRevocable()
+    try:
+        await revocations.revoke_token(jti=claims.token_id, user_id=claims.user_id)
+    except RevocationsUnavailable as exc:
+        raise RevocationUnavailable() from exc
+
+
+async def delete_account(session: AsyncSession, revocations: Revocations, *, user_id: str) -> None:
+    """Delete the account: the row goes (its name is free again), then every token of the user
+    is revoked, which also tells registry-service to delete the user's functions. The deletion
+    is committed only once the revocation is written: a 503 leaves the account as it was."""
+    user = await repository.get_by_id(session, user_id=user_id)
+    if user is None:
+        raise AccountNotFound()
+    try:
+        await repository.remove(session, user=user)
+        await revocations.revoke_user(user_id=user_id)
+        await session.commit()
+    except RevocationsUnavailable as exc:
+        await session.rollback()
+        raise RevocationUnavailable() from exc
+    except BaseException:
+        await session.rollback()
+        raise

@@ -49,7 +49,7 @@ async def test_register_login_validate(settings: AuthSettings) -> None:
 
         ready = await client.get("/auth/ready")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"database": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "revocations": "ok"}
 
 
 async def test_duplicate_username_is_409(settings: AuthSettings) -> None:

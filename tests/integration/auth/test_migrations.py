@@ -9,6 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DBAPIError
 
@@ -16,6 +18,16 @@ from auth_service.config import AuthSettings
 from auth_service.main import MIGRATIONS, VERSION_TABLE
 from faas_common.db import make_engine, migrate
 from tests.unit.auth.factories import PASSWORD, client_for, make_settings, running_app
+
+
+def head_revision() -> str:
+    """The newest auth revision (what every start-up migrates to)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
 
 FAILING_MIGRATION = """
 from alembic import op
@@ -94,7 +106,7 @@ async def test_replicas_starting_together_migrate_once(database_url: str, tmp_pa
         await engine.dispose()
     assert tables.count("user") == 1
     assert VERSION_TABLE in tables
-    assert [row[0] for row in versions] == ["0001_auth"]
+    assert [row[0] for row in versions] == [head_revision()]
     assert sorted(users) == ["user-a", "user-b"]
 
 
@@ -104,7 +116,7 @@ async def test_restart_applies_nothing_twice(database_url: str, tmp_path: Path) 
         async with running_app(settings):
             pass
     _, versions, _ = await schema_state(database_url)
-    assert versions == ["0001_auth"]
+    assert versions == [head_revision()]
 
 
 async def test_failing_migration_reports_its_error_and_releases_the_lock(
@@ -129,4 +141,4 @@ async def test_failing_migration_reports_its_error_and_releases_the_lock(
     finally:
         await failed.dispose()
     _, versions, _ = await schema_state(database_url)
-    assert versions == ["0001_auth"]
+    assert versions == [head_revision()]

@@ -12,7 +12,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from fastapi import FastAPI
 
 from auth_service.config import AuthSettings
-from auth_service.main import create_app
+from auth_service.main import RevocationBackend, create_app
 
 PASSWORD = "correct-horse-battery"
 BASE_URL = "http://test"
@@ -44,10 +44,54 @@ def make_settings(
     return AuthSettings(**(values | overrides))
 
 
+class MemoryRevocations:
+    """The revocations bucket of one process, in memory (``RevocationBackend``)."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+        self.users: set[str] = set()
+        self.loaded = True
+
+    async def revoke_token(self, *, jti: str, user_id: str) -> None:
+        self.tokens[jti] = user_id
+
+    async def revoke_user(self, *, user_id: str) -> None:
+        self.users.add(user_id)
+
+    def is_revoked(self, *, user_id: str, jti: str | None) -> bool:
+        return user_id in self.users or (jti is not None and jti in self.tokens)
+
+
+class ManualClock:
+    """Epoch seconds that move only when a test says so."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+_IN_MEMORY = MemoryRevocations()
+
+
 @asynccontextmanager
-async def running_app(settings: AuthSettings) -> AsyncIterator[FastAPI]:
-    """The app with its lifespan entered: database migrated, key loaded, ready to serve."""
-    app = create_app(settings)
+async def running_app(
+    settings: AuthSettings,
+    *,
+    revocations: RevocationBackend | None = _IN_MEMORY,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan entered: database migrated, key loaded, ready to serve.
+
+    Revocations stay in memory unless ``revocations=None``: then the app uses the NATS bucket
+    at ``settings.nats_url``."""
+    if revocations is _IN_MEMORY:
+        revocations = MemoryRevocations()
+    app = create_app(settings, revocations=revocations, clock=clock)
     async with app.router.lifespan_context(app):
         yield app
 

@@ -32,7 +32,7 @@ async def test_health(client: httpx.AsyncClient) -> None:
 async def test_ready_checks_the_database(client: httpx.AsyncClient) -> None:
     response = await client.get("/auth/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "revocations": "ok"}}
 
 
 @pytest.mark.parametrize("path", ["/nope", "/auth/nope", "/registry/functions", "/"])

@@ -81,7 +81,7 @@ async def test_taken_username_leaves_the_first_account_intact(
     [
         pytest.param("abc", id="3-chars"),
         pytest.param("u" * 64, id="64-chars"),
-        pytest.param("A.b_c-9", id="every-allowed-class"),
+        pytest.param("a.b_c-9", id="every-allowed-class"),
     ],
 )
 async def test_username_rule_boundaries_are_accepted(
