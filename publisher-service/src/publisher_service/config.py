@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from faas_common.contract import DUPLICATE_WINDOW_SECONDS, ID_PATTERN
-from faas_common.settings import CommonSettings
+from faas_common.settings import CommonSettings, ImageSettings
 
 MAX_HISTORY_LIMIT = 100
 """The most records ``GET /publisher/executions`` returns, whatever ``limit`` asks for."""
@@ -21,7 +21,7 @@ def _instance_id() -> str:
     return secrets.token_hex(8)
 
 
-class PublisherSettings(CommonSettings):
+class PublisherSettings(CommonSettings, ImageSettings):
     model_config = SettingsConfigDict(
         env_prefix="PUBLISHER_", extra="ignore", populate_by_name=True
     )

@@ -4,6 +4,7 @@ Hierarchy (``ActivationError`` carries the execution record, when there is one, 
 ``"execution"`` in the body)::
 
     ServiceError
+    ├── Forbidden ── ImageNotAllowed                  403 image_not_allowed
     ├── NotFound ─┬ FunctionNotFound                  404 function_not_found
     │             └ ExecutionNotFound                 404 execution_not_found
     ├── Conflict ── IdempotencyKeyReused              409 idempotency_key_reused
@@ -23,12 +24,18 @@ from faas_common.errors import (
     BadGateway,
     Conflict,
     DependencyUnavailable,
+    Forbidden,
     GatewayTimeout,
     NotFound,
     PayloadTooLarge,
     ServiceError,
     TooManyRequests,
 )
+
+
+class ImageNotAllowed(Forbidden):
+    code = "image_not_allowed"
+    detail = "The function's image is not allowed for you"
 
 
 class FunctionNotFound(NotFound):

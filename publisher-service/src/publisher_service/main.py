@@ -131,6 +131,8 @@ def create_app(
                 idempotency=active.idempotency,
                 replies=active.replies,
                 limits=limits_from(settings),
+                image_policy=settings.images,
+                registry_allow=settings.registry_allow,
             )
             yield
 

@@ -110,6 +110,7 @@ async def publish(
     timer = PhaseTimer()
     request = ActivationRequest(
         user_id=user.user_id,
+        username=user.username,
         name=body.name,
         argument=body.argument,
         is_async=body.is_async,

@@ -4,7 +4,11 @@ An activation (``Publisher.publish``), in order:
 
 1. the argument's UTF-8 size is checked (413 ``argument_too_large``: nothing is queued);
 2. the function ``<user_id>.<name>`` is resolved from the catalog (404 ``function_not_found``;
-   another user's function is simply not under this user's id), and the job's serialized size
+   another user's function is simply not under this user's id); its image is judged again for
+   this user (``IMAGE_POLICY``, and a registry host that is an internal address unless
+   ``IMAGE_REGISTRY_ALLOW`` lists it: 403 ``image_not_allowed``, nothing is queued) and the job
+   carries the fully-qualified reference the engine is to run (``faas_common.images``), so the
+   engine cannot resolve it to another image (an image-id prefix); the job's serialized size
    (argument, function snapshot with its environment) is checked against the largest message
    the queue takes (413 ``argument_too_large``: nothing is queued, no record is written);
 3. an ``Idempotency-Key``, when given, is claimed atomically for this user: a key already
@@ -61,6 +65,13 @@ from faas_common.executions import (
     rejected,
     transition,
 )
+from faas_common.images import (
+    ImagePolicy,
+    ImageRefused,
+    is_image_id,
+    normalise_image,
+    registry_host_verdict,
+)
 from publisher_service.exceptions import (
     ActivationError,
     ActivationFailed,
@@ -70,6 +81,7 @@ from publisher_service.exceptions import (
     ExecutionNotFound,
     FunctionNotFound,
     IdempotencyKeyReused,
+    ImageNotAllowed,
     RuntimeUnavailable,
 )
 from publisher_service.timing import PhaseTimer
@@ -85,6 +97,9 @@ REJECTED_DETAIL = "Too many activations in flight (cluster-wide or for this user
 NOT_QUEUED_DETAIL = "The activation could not be queued (NATS JetStream unavailable)"
 STILL_RUNNING_DETAIL = "The activation is still running after its deadline"
 RECORDS_UNAVAILABLE = "The execution records (NATS) are unavailable"
+INTERNAL_REGISTRY_DETAIL = (
+    "The function's image names a registry host that is an internal address; it is not allowed"
+)
 
 
 # --- Ports ------------------------------------------------------------------------------------
@@ -167,6 +182,7 @@ class Limits:
 @dataclass(frozen=True, slots=True)
 class ActivationRequest:
     user_id: str
+    username: str
     name: str
     argument: str
     is_async: bool = False
@@ -225,6 +241,8 @@ class Publisher:
         idempotency: IdempotencyStore,
         replies: ReplyChannel,
         limits: Limits,
+        image_policy: ImagePolicy | None = None,
+        registry_allow: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
@@ -233,6 +251,8 @@ class Publisher:
         self.idempotency = idempotency
         self.replies = replies
         self.limits = limits
+        self.image_policy = image_policy or ImagePolicy()
+        self.registry_allow = registry_allow
         self.clock = clock
 
     # --- activations --------------------------------------------------------------------------
@@ -249,6 +269,7 @@ class Publisher:
             function = await self.catalog.resolve(request.user_id, request.name)
         if function is None:
             raise FunctionNotFound()
+        function = self._admit(function, request.username)
 
         created_at = self.clock()
         queue_timeout = (
@@ -284,6 +305,18 @@ class Publisher:
                 return await self._replay(request, function, outcome.claim, timer=timer)
             held = _HeldClaim(request.user_id, request.idempotency_key, outcome.revision)
         return await self._run(job, request, held, timer=timer)
+
+    def _admit(self, function: FunctionSnapshot, username: str) -> FunctionSnapshot:
+        """``function`` with the reference the engine is given, if its image is allowed now."""
+        try:
+            reference = self.image_policy.engine_reference(function.image, username)
+        except ImageRefused as exc:
+            raise ImageNotAllowed(str(exc)) from exc
+        if not is_image_id(reference):
+            verdict = registry_host_verdict(normalise_image(reference), self.registry_allow)
+            if verdict == "internal":
+                raise ImageNotAllowed(INTERNAL_REGISTRY_DETAIL)
+        return function.model_copy(update={"image": reference})
 
     def _job(
         self,

@@ -55,7 +55,8 @@ async def test_the_job_carries_the_snapshot_argument_reply_subject_and_deadline(
     [job] = fakes.queue.published
     assert job.execution_id == response.json()["execution_id"]
     assert job.user_id == alice.id
-    assert job.function == hello
+    # The snapshot, with the fully-qualified reference the engine is given.
+    assert job.function == hello.model_copy(update={"image": "docker.io/library/hello:1.0"})
     assert job.argument == "a b  c"
     assert job.reply_subject == f"faas.reply.unit.{job.execution_id}"
     assert job.start_deadline == pytest.approx(job.enqueued_at + 30.0)
@@ -234,7 +235,7 @@ async def test_each_user_runs_their_own_function_of_the_same_name(
 
     assert first.status_code == second.status_code == 200
     images = {job.user_id: job.function.image for job in fakes.queue.published}
-    assert images == {alice.id: "alice/fn:1", bob.id: "bob/fn:1"}
+    assert images == {alice.id: "docker.io/alice/fn:1", bob.id: "docker.io/bob/fn:1"}
 
 
 @pytest.mark.parametrize(
