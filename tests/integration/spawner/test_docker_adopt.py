@@ -92,11 +92,19 @@ def crashed_spawner(tmp_path: Path, docker_client: Any) -> Iterator[Crash]:
 
 
 async def _leave_behind(
-    runtime: DockerRuntime, docker_client: Any, spec: RunSpec, *, deadline: float | None = None
+    runtime: DockerRuntime,
+    docker_client: Any,
+    spec: RunSpec,
+    *,
+    deadline: float | None = None,
+    start: bool = True,
 ) -> dict[str, Any]:
-    """Create and start ``spec``'s container as a spawner would, then wait for it to exit."""
+    """Create and start ``spec``'s container as a spawner would, then wait for it to exit (or,
+    with ``start`` false, leave it created: a spawner that died between create and start)."""
     options = runtime._create_kwargs(spec, spec.deadline if deadline is None else deadline)
     container = await asyncio.to_thread(docker_client.containers.create, **options)
+    if not start:
+        return await _container(docker_client, spec.execution_id, {"created"})
     await asyncio.to_thread(container.start)
     return await _container(docker_client, spec.execution_id, {"exited"})
 
@@ -208,9 +216,7 @@ async def test_an_adopted_output_keeps_the_cap_and_the_tail(
     runtime = make_runtime(output_limit_bytes=200_000, log_tail_bytes=1024)
     chatty = "head -c 3000000 /dev/zero | tr '\\0' x >&2; echo THE-END >&2"
     exact = spec(f"{chatty}; head -c 200000 /dev/zero")
-    over = spec("head -c 200001 /dev/zero")
-    for job in (exact, over):
-        await _leave_behind(runtime, docker_client, job)
+    await _leave_behind(runtime, docker_client, exact)
 
     kept = await runtime.adopt(exact)
     assert kept is not None
@@ -219,25 +225,33 @@ async def test_an_adopted_output_keeps_the_cap_and_the_tail(
     assert len(kept.stderr_tail) == 1024
     assert kept.stderr_tail.endswith(b"xTHE-END\n")
 
-    too_large = await runtime.adopt(over)
-    assert too_large is not None
-    assert too_large.outcome == "output_too_large"
-    assert too_large.stdout == b""
 
-
-async def test_an_output_larger_than_the_engine_keeps_is_never_cut(
-    make_runtime: RuntimeFactory, spec: SpecFactory, docker_client: Any
+@pytest.mark.parametrize(
+    ("settings", "script", "detail"),
+    [
+        ({"output_limit_bytes": 200_000}, "head -c 200001 /dev/zero", "went over 200000 bytes"),
+        # 6 MB of stderr: more than the first log file holds, so the engine may have dropped
+        # the start of the output (stdout included): no result is better than a cut one.
+        ({}, "echo first; head -c 6000000 /dev/zero >&2", "may be incomplete"),
+    ],
+    ids=["over-the-cap", "over-what-the-engine-keeps"],
+)
+async def test_an_adopted_output_too_large_is_never_cut(
+    make_runtime: RuntimeFactory,
+    spec: SpecFactory,
+    docker_client: Any,
+    settings: dict[str, Any],
+    script: str,
+    detail: str,
 ) -> None:
-    # 6 MB of stderr: more than the first log file holds, so the engine may have dropped the
-    # start of the output (stdout included): no result is better than a cut one.
-    runtime = make_runtime()
-    job = spec("echo first; head -c 6000000 /dev/zero >&2")
+    runtime = make_runtime(**settings)
+    job = spec(script)
     await _leave_behind(runtime, docker_client, job)
     result = await runtime.adopt(job)
     assert result is not None
     assert result.outcome == "output_too_large"
     assert result.detail is not None
-    assert "may be incomplete" in result.detail
+    assert detail in result.detail
     assert result.stdout == b""
 
 
@@ -262,7 +276,6 @@ async def test_a_container_that_never_started_is_removed_and_not_adopted(
 ) -> None:
     runtime = make_runtime()
     job = spec("echo never")
-    options = runtime._create_kwargs(job, job.deadline)
-    await asyncio.to_thread(docker_client.containers.create, **options)
+    await _leave_behind(runtime, docker_client, job, start=False)
     assert await runtime.adopt(job) is None  # nothing ran: the caller may run the job
     assert await asyncio.to_thread(containers_of, docker_client, job.execution_id) == []

@@ -5,25 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import requests
 from docker.errors import NotFound
 
 from faas_common.contract import MANAGED_LABEL
-from spawner_service.config import SpawnerSettings
-from spawner_service.runtime.base import RunSpec
-from spawner_service.runtime.docker import (
-    DEADLINE_LABEL,
-    EXECUTION_LABEL,
-    MANAGED_VALUE,
-    DockerRuntime,
-)
-
-LOST = requests.exceptions.ConnectionError("connection aborted")
+from spawner_service.runtime.docker import DEADLINE_LABEL, EXECUTION_LABEL, MANAGED_VALUE
+from tests.unit.spawner.scripted_docker import LOST, RuntimeOver, spec
 
 
 def listed(container_id: str, state: str, *, deadline: float, created: int = 1) -> dict[str, Any]:
@@ -82,43 +72,8 @@ class ScriptedApi:
         self.calls.append(("remove_container", container_id))
 
 
-class ScriptedClient:
-    def __init__(self, api: ScriptedApi) -> None:
-        self.api = api
-
-    def close(self) -> None:
-        return None
-
-
-def spec(timeout_seconds: float = 20) -> RunSpec:
-    return RunSpec(
-        execution_id="e-1",
-        image="fn:1",
-        argument="x",
-        env={},
-        timeout_seconds=timeout_seconds,
-        memory_mb=64,
-        deadline=time.time() + timeout_seconds,
-    )
-
-
-@pytest.fixture
-async def runtime_over() -> AsyncIterator[Callable[[ScriptedApi], DockerRuntime]]:
-    runtimes: list[DockerRuntime] = []
-
-    def build(api: ScriptedApi) -> DockerRuntime:
-        runtime = DockerRuntime(SpawnerSettings(max_containers=2))
-        runtime._client = ScriptedClient(api)
-        runtimes.append(runtime)
-        return runtime
-
-    yield build
-    for runtime in runtimes:
-        await runtime.close()
-
-
 async def test_the_newest_container_of_the_execution_is_adopted(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     later = time.time() + 30
     api = ScriptedApi(
@@ -143,7 +98,7 @@ async def test_the_newest_container_of_the_execution_is_adopted(
 
 
 async def test_a_container_that_never_started_is_removed_not_adopted(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     api = ScriptedApi(listing=[listed("c1", "created", deadline=time.time() + 30)])
     assert await runtime_over(api).adopt(spec()) is None
@@ -152,7 +107,7 @@ async def test_a_container_that_never_started_is_removed_not_adopted(
 
 
 async def test_a_running_container_is_killed_at_its_deadline(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     api = ScriptedApi(
         listing=[listed("c1", "running", deadline=time.time() + 1)],
@@ -180,7 +135,7 @@ async def test_a_running_container_is_killed_at_its_deadline(
     ids=["wait-lost", "logs-lost", "logs-gone"],
 )
 async def test_an_engine_failure_while_adopting_ends_the_activation(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
     failing: str,
     error: BaseException,
     detail: str,
@@ -198,7 +153,7 @@ async def test_an_engine_failure_while_adopting_ends_the_activation(
 
 
 async def test_an_engine_failure_while_looking_is_runtime_unavailable(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     api = ScriptedApi(listing=[], fail={"containers": LOST})
     result = await runtime_over(api).adopt(spec())

@@ -3,6 +3,8 @@ engine said (texts as Docker 20.10 words them) maps to one fixed sentence per ca
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from spawner_service.runtime import images
@@ -91,18 +93,18 @@ def test_every_problem_has_its_own_code_and_sentence() -> None:
 
 
 def test_declared_volumes_are_normalised() -> None:
-    attrs = {"Config": {"Volumes": {"/data/": {}, "/var//cache": {}, "/tmp": {}}}}
+    attrs: dict[str, Any] = {"Config": {"Volumes": {"/data/": {}, "/var//cache": {}, "/tmp": {}}}}
     assert declared_volumes(attrs) == ["/data", "/tmp", "/var/cache"]
     assert declared_volumes({"Config": {"Volumes": None}}) == []
     assert declared_volumes({}) == []
 
 
 def test_an_image_with_too_many_volumes_is_refused() -> None:
-    volumes = {f"/v{i}": {} for i in range(MAX_VOLUMES + 1)}
+    volumes: dict[str, Any] = {f"/v{i}": {} for i in range(MAX_VOLUMES + 1)}
     with pytest.raises(ImageUnavailable) as refused:
         declared_volumes({"Config": {"Volumes": volumes}})
     assert refused.value.problem.code == "too_many_volumes"
-    at_most = {f"/v{i}": {} for i in range(MAX_VOLUMES)}
+    at_most: dict[str, Any] = {f"/v{i}": {} for i in range(MAX_VOLUMES)}
     assert len(declared_volumes({"Config": {"Volumes": at_most}})) == MAX_VOLUMES
 
 

@@ -6,17 +6,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
 
-from spawner_service.config import SpawnerSettings
-from spawner_service.runtime.base import RunSpec
-from spawner_service.runtime.docker import DockerRuntime
+from tests.unit.spawner.scripted_docker import LOST, RuntimeOver, spec
 
 STDOUT = 1
 
@@ -101,57 +97,9 @@ class ScriptedApi:
         return {"State": {"ExitCode": 0, "OOMKilled": False}}
 
 
-class ScriptedContainers:
-    def __init__(self, api: ScriptedApi) -> None:
-        self.api = api
-
-    def create(self, **kwargs: Any) -> SimpleNamespace:
-        self.api._call("create")
-        return SimpleNamespace(id="c0ffee")
-
-
-class ScriptedClient:
-    def __init__(self, api: ScriptedApi) -> None:
-        self.api = api
-        self.containers = ScriptedContainers(api)
-
-    def close(self) -> None:
-        return None
-
-
-def spec(timeout_seconds: float = 20) -> RunSpec:
-    return RunSpec(
-        execution_id="e-1",
-        image="fn:1",
-        argument="x",
-        env={},
-        timeout_seconds=timeout_seconds,
-        memory_mb=64,
-        deadline=time.time() + timeout_seconds,
-    )
-
-
-@pytest.fixture
-async def runtime_over() -> AsyncIterator[Callable[[ScriptedApi], DockerRuntime]]:
-    runtimes: list[DockerRuntime] = []
-
-    def build(api: ScriptedApi) -> DockerRuntime:
-        runtime = DockerRuntime(SpawnerSettings(max_containers=2))
-        runtime._client = ScriptedClient(api)
-        runtimes.append(runtime)
-        return runtime
-
-    yield build
-    for runtime in runtimes:
-        await runtime.close()
-
-
-LOST = requests.exceptions.ConnectionError("connection aborted")
-
-
 @pytest.mark.parametrize("failing", ["create", "attach_socket"])
 async def test_an_engine_failure_before_the_start_may_be_retried(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime], failing: str
+    runtime_over: RuntimeOver, failing: str
 ) -> None:
     api = ScriptedApi(fail={failing: LOST})
     result = await runtime_over(api).run(spec())
@@ -161,7 +109,7 @@ async def test_an_engine_failure_before_the_start_may_be_retried(
 
 
 async def test_a_start_whose_answer_is_lost_is_never_retried(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     api = ScriptedApi(start_then_fail=True, exit_after=0.05)
     result = await runtime_over(api).run(spec())
@@ -176,7 +124,7 @@ async def test_a_start_whose_answer_is_lost_is_never_retried(
     ids=["connection-lost", "read-timeout"],
 )
 async def test_an_engine_failure_after_the_start_ends_the_activation(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime], error: BaseException
+    runtime_over: RuntimeOver, error: BaseException
 ) -> None:
     api = ScriptedApi(
         output=frame(STDOUT, b"did its work\n"), exit_after=0.05, fail={"wait": error}
@@ -190,7 +138,7 @@ async def test_an_engine_failure_after_the_start_ends_the_activation(
 
 
 async def test_an_exit_right_at_the_timeout_is_not_a_timeout(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     # The output ends 0.1 s before the 2 s timeout; the exit status takes 0.3 s more to arrive.
     api = ScriptedApi(output=frame(STDOUT, b"just in time\n"), exit_after=1.9, wait_takes=0.3)
@@ -202,7 +150,7 @@ async def test_an_exit_right_at_the_timeout_is_not_a_timeout(
 
 
 async def test_a_function_that_closes_its_output_and_keeps_running_still_times_out(
-    runtime_over: Callable[[ScriptedApi], DockerRuntime],
+    runtime_over: RuntimeOver,
 ) -> None:
     api = ScriptedApi(exit_after=0.0, wait_takes=5.0)
     started = time.monotonic()

@@ -668,7 +668,6 @@ class DockerRuntime:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_containers * 3 + 4, thread_name_prefix="docker"
         )
-
         self._closed = False
 
     # --- plumbing -------------------------------------------------------------------------
