@@ -593,3 +593,21 @@ def test_the_windows_script_builds_the_same_images_and_has_the_same_modes() -> N
     text = deploy.RUN_PS1.read_text(encoding="utf-8")
     assert "[ValidateSet('local', 'compose', 'swarm', 'down', 'help')]" in text
     assert "$Mode = 'local'" in text, "local is the default, as in bin/run.sh"
+
+
+def test_compose_and_swarm_scope_images_to_their_tenants(
+    compose_services: dict[str, dict[str, Any]],
+) -> None:
+    registry = deploy.environment_of(compose_services[REGISTRY])
+    publisher = deploy.environment_of(compose_services[PUBLISHER])
+    image_settings = {"IMAGE_POLICY", "IMAGE_ALLOW", "IMAGE_REGISTRIES", "IMAGE_REGISTRY_ALLOW"}
+
+    assert registry["IMAGE_POLICY"] == "namespaced"
+    assert image_settings <= set(registry)
+    assert {name: publisher.get(name) for name in image_settings} == {
+        name: registry[name] for name in image_settings
+    }, "the publisher judges images at activation as the registry does at registration"
+    assert (registry["MAX_FUNCTIONS_PER_USER"], registry["REGISTRY_MAX_ENV_BYTES"]) == (
+        "100",
+        "32768",
+    )
