@@ -167,6 +167,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory, images: Images) -> Iterat
         tmp_path_factory.mktemp("activations"),
         images,
         SPAWNER_MAX_CONTAINERS=str(MAX_CONTAINERS),
+        # MISSING_IMAGE's loopback registry is refused unless the operator allows it.
+        IMAGE_REGISTRY_ALLOW=MISSING_IMAGE.split("/", 1)[0],
     ) as running:
         yield running
 
