@@ -136,6 +136,7 @@ ErrorCode = Literal[
     "image_unavailable",
     "runtime_unavailable",
     "concurrency_limit",
+    "storage_full",
 ]
 """Why an execution did not succeed (a record's ``error``):
 
@@ -144,7 +145,8 @@ ErrorCode = Literal[
 - ``output_too_large``: stdout over the cap, or a record too large to store;
 - ``image_unavailable``: the image is missing and cannot be pulled;
 - ``runtime_unavailable``: no worker could run it (NATS or the Docker engine failed);
-- ``concurrency_limit``: refused at admission (status ``rejected``).
+- ``concurrency_limit``: refused at admission (status ``rejected``);
+- ``storage_full``: the execution records bucket is full (its ``max_bytes``): not run.
 """
 
 
@@ -160,7 +162,8 @@ def execution_key(user_id: str, execution_id: str) -> str:
 def executions_stream_config(settings: CommonSettings) -> StreamConfig:
     """The ``EXECUTIONS`` stream. A job stays in it until its activation is finished, so its
     message limits are the concurrency limits (``MAX_IN_FLIGHT``, ``MAX_IN_FLIGHT_PER_USER``):
-    a publish into a full stream is refused.
+    a publish into a full stream is refused. So is one over its ``max_bytes``
+    (``STREAM_MAX_BYTES``): the same ``err_code``, the same 429.
 
     ``max_age`` (``JOB_MAX_AGE_SECONDS``) is a backstop: a job that was never acked nor
     terminated (its deliveries used up by spawners that died) is dropped after it, instead of
@@ -175,6 +178,7 @@ def executions_stream_config(settings: CommonSettings) -> StreamConfig:
         discard_new_per_subject=True,
         max_msgs=settings.max_in_flight,
         max_msgs_per_subject=settings.max_in_flight_per_user,
+        max_bytes=settings.stream_max_bytes,
         num_replicas=settings.nats_replicas,
         duplicate_window=min(DUPLICATE_WINDOW_SECONDS, max_age),
         max_age=max_age,

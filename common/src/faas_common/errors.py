@@ -14,6 +14,7 @@ Hierarchy (the services' own errors subclass these; ``Retry-After`` where marked
     ├── TooManyRequests       429 too_many_requests / concurrency_limit      (Retry-After: 1)
     ├── BadGateway            502 function_failed / output_too_large / image_unavailable
     ├── DependencyUnavailable 503 service_unavailable / runtime_unavailable  (Retry-After: 2)
+    ├── InsufficientStorage   507 storage_full
     └── GatewayTimeout        504 timed_out
 
 ``install_error_handlers(app)`` renders these, FastAPI's validation errors (422, the list kept
@@ -130,6 +131,14 @@ class DependencyUnavailable(ServiceError):
     code = "service_unavailable"
     detail = "A dependency of this service is unavailable"
     retry_after = 2
+
+
+class InsufficientStorage(ServiceError):
+    """A store the request must write to is full (its ``max_bytes``): nothing was done."""
+
+    status_code = 507
+    code = "storage_full"
+    detail = "The platform's storage is full: nothing was done, retry later"
 
 
 class GatewayTimeout(ServiceError):

@@ -17,7 +17,8 @@ final status is final: no transition leaves one.
 
 Key ``<user_id>.<execution_id>``: a user only ever reads keys under their own id. The store
 retries every NATS request across a leader election (``RetryBudget``) and raises
-``StoreUnavailable`` after it (``RecordTooLarge`` for a record over the server's message size);
+``StoreUnavailable`` after it (``RecordTooLarge`` for a record over the server's message size,
+``StoreFull``, at once, for a write the full bucket refuses: its ``max_bytes``);
 a compare-and-set that lost its race raises ``RecordConflict``, which ``transition`` answers by
 reading again and re-deciding.
 """
@@ -32,18 +33,30 @@ from typing import Protocol, TypeVar
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 
 from faas_common.contract import (
     EXECUTIONS_BUCKET,
+    STREAM_FULL,
     TERMINAL_STATUSES,
     ErrorCode,
     ExecutionRecord,
     Job,
     execution_key,
 )
-from faas_common.nats import NATS_ERRORS, RetryBudget, ensure_kv, retrying
+from faas_common.nats import (
+    DEFAULT_BUCKET_MAX_BYTES,
+    NATS_ERRORS,
+    RetryBudget,
+    ensure_kv,
+    retrying,
+)
 
 CAS_ATTEMPTS = 5
 
@@ -64,6 +77,11 @@ class RecordTooLarge(Exception):
 class StoreUnavailable(Exception):
     """The ``executions`` bucket did not answer within the retry budget (NATS down, or an
     election longer than the budget). The caller decides: retry the job later, or a 503."""
+
+
+class StoreFull(StoreUnavailable):
+    """The ``executions`` bucket refused the write: it holds its ``max_bytes``. Not retried
+    (only expiring records make room); whoever does not handle it treats it as unavailable."""
 
 
 # --- The store ---
@@ -111,9 +129,14 @@ class ExecutionStore:
         replicas: int,
         ttl_seconds: int,
         budget: RetryBudget | None = None,
+        max_bytes: int = DEFAULT_BUCKET_MAX_BYTES,
     ) -> ExecutionStore:
         kv = await ensure_kv(
-            js, EXECUTIONS_BUCKET, replicas=replicas, ttl=timedelta(seconds=ttl_seconds)
+            js,
+            EXECUTIONS_BUCKET,
+            replicas=replicas,
+            ttl=timedelta(seconds=ttl_seconds),
+            max_bytes=max_bytes,
         )
         return cls(kv, js, budget=budget)
 
@@ -198,8 +221,17 @@ class ExecutionStore:
         raise RecordConflict(key) from conflict
 
     async def _retrying(self, operation: Callable[[int], Awaitable[T]], what: str) -> T:
+        async def refused_if_full(attempt: int) -> T:
+            try:
+                return await operation(attempt)
+            except APIError as exc:
+                if exc.err_code == STREAM_FULL:
+                    full = f"the execution records bucket is full: {exc.description}"
+                    raise StoreFull(full) from exc
+                raise
+
         try:
-            return await retrying(operation, self._budget, what=f"execution record {what}")
+            return await retrying(refused_if_full, self._budget, what=f"execution record {what}")
         except nats.errors.MaxPayloadError as exc:
             raise RecordTooLarge(str(exc)) from exc
         except NATS_ERRORS as exc:

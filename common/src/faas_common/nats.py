@@ -35,6 +35,8 @@ logger = logging.getLogger("faas.nats")
 
 FIRST_ATTEMPT_TIMEOUT = 5.0
 MAX_BACKOFF = 5.0
+DEFAULT_BUCKET_MAX_BYTES = 64 * 1_048_576
+"""``max_bytes`` of a KV bucket whose size has no setting of its own (``BUCKET_MAX_BYTES``)."""
 
 T = TypeVar("T")
 
@@ -181,24 +183,42 @@ async def ensure_kv(
     replicas: int = 1,
     ttl: timedelta | None = None,
     history: int = 1,
+    max_bytes: int = DEFAULT_BUCKET_MAX_BYTES,
 ) -> KeyValue:
-    """Open ``bucket``, creating it the first time (safe when replicas race to create it)."""
+    """Open ``bucket``, creating it the first time (safe when replicas race to create it), its
+    ``max_bytes`` brought in line with ``max_bytes``. A full bucket refuses new writes (err_code
+    10077, ``faas_common.contract.STREAM_FULL``); nothing already stored is dropped."""
     try:
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except BucketNotFoundError:
         pass
+    else:
+        await _bring_max_bytes_in_line(js, bucket, max_bytes)
+        return kv
     config = KeyValueConfig(
         bucket=bucket,
         history=history,
         replicas=replicas,
         storage=StorageType.FILE,
         ttl=ttl.total_seconds() if ttl else None,
+        max_bytes=max_bytes,
     )
     try:
         return await js.create_key_value(config=config)
     except nats.js.errors.BadRequestError:
         # Another replica created it in between.
         return await js.key_value(bucket)
+
+
+async def _bring_max_bytes_in_line(js: JetStreamContext, bucket: str, max_bytes: int) -> None:
+    info = await js.stream_info(f"KV_{bucket}")
+    if info.config.max_bytes != max_bytes:
+        logger.info(
+            "bucket size limit updated",
+            extra={"bucket": bucket, "current": info.config.max_bytes, "wanted": max_bytes},
+        )
+        info.config.max_bytes = max_bytes
+        await js.update_stream(config=info.config)
 
 
 async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInfo:
@@ -224,6 +244,7 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> StreamInf
         "subjects": config.subjects,
         "duplicate_window": config.duplicate_window,
         "max_age": config.max_age,
+        "max_bytes": config.max_bytes,
     }
     if any(getattr(current, key) != value for key, value in wanted.items()):
         return await js.update_stream(config=config)

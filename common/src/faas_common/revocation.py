@@ -44,7 +44,13 @@ from faas_common.contract import (
     deleted_user_key,
     revoked_token_key,
 )
-from faas_common.nats import NATS_ERRORS, RetryBudget, ensure_kv, retrying
+from faas_common.nats import (
+    DEFAULT_BUCKET_MAX_BYTES,
+    NATS_ERRORS,
+    RetryBudget,
+    ensure_kv,
+    retrying,
+)
 
 logger = logging.getLogger("faas.revocation")
 
@@ -226,6 +232,7 @@ async def open_revocations(
     replicas: int,
     budget: RetryBudget | None = None,
     wait: float = 5.0,
+    max_bytes: int = DEFAULT_BUCKET_MAX_BYTES,
 ) -> RevocationList:
     """The ``revocations`` bucket (created the first time) watched for a service's lifespan."""
     kv = await ensure_kv(
@@ -233,6 +240,7 @@ async def open_revocations(
         REVOCATIONS_BUCKET,
         replicas=replicas,
         ttl=timedelta(seconds=REVOCATION_MAX_AGE_SECONDS),
+        max_bytes=max_bytes,
     )
     revocations = RevocationList(kv, budget=budget)
     await revocations.start(wait=wait)

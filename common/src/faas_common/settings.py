@@ -16,7 +16,9 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from faas_common.images import DOCKER_HUB, ImagePolicy, parse_allow_prefixes, parse_registries
-from faas_common.nats import RetryBudget
+from faas_common.nats import DEFAULT_BUCKET_MAX_BYTES, RetryBudget
+
+MIB = 1_048_576
 
 PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "password", "postgres"})
 
@@ -93,6 +95,26 @@ class CommonSettings(BaseSettings):
     job_max_age_seconds: int = Field(3_600, ge=60, validation_alias=_alias("JOB_MAX_AGE_SECONDS"))
     """The ``EXECUTIONS`` stream's ``max_age``: a backstop that drops a job nobody settled (acked
     or terminated) after this long, so it cannot hold a concurrency slot forever."""
+    stream_max_bytes: int = Field(256 * MIB, ge=4096, validation_alias=_alias("STREAM_MAX_BYTES"))
+    """The ``EXECUTIONS`` stream's ``max_bytes`` (queued and running jobs): over it, a publish is
+    refused like one over ``MAX_IN_FLIGHT`` (429)."""
+    executions_max_bytes: int = Field(
+        1024 * MIB, ge=4096, validation_alias=_alias("EXECUTIONS_MAX_BYTES")
+    )
+    """The ``executions`` bucket's ``max_bytes`` (execution records): when it is full, new
+    activations are refused with 507 ``storage_full`` until records expire."""
+    idempotency_max_bytes: int = Field(
+        64 * MIB, ge=4096, validation_alias=_alias("IDEMPOTENCY_MAX_BYTES")
+    )
+    """The ``idempotency`` bucket's ``max_bytes``: when full, keyed calls are refused (507)."""
+    functions_max_bytes: int = Field(
+        256 * MIB, ge=4096, validation_alias=_alias("FUNCTIONS_MAX_BYTES")
+    )
+    """The ``functions`` bucket's ``max_bytes`` (the registry's read model)."""
+    bucket_max_bytes: int = Field(
+        DEFAULT_BUCKET_MAX_BYTES, ge=4096, validation_alias=_alias("BUCKET_MAX_BYTES")
+    )
+    """``max_bytes`` of every other bucket (``revocations``, ``fair_share``)."""
 
     @field_validator("jwt_jwks_url", "jwt_public_key_file", "database_password_file", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ Hierarchy (``ActivationError`` carries the execution record, when there is one, 
         ├── ActivationFailed    (BadGateway)          502 function_failed / output_too_large /
         │                                                 image_unavailable
         ├── RuntimeUnavailable  (DependencyUnavailable) 503 runtime_unavailable Retry-After: 2
+        ├── StorageFull         (InsufficientStorage) 507 storage_full
         └── ActivationTimedOut  (GatewayTimeout)      504 timed_out
 """
 
@@ -26,6 +27,7 @@ from faas_common.errors import (
     DependencyUnavailable,
     Forbidden,
     GatewayTimeout,
+    InsufficientStorage,
     NotFound,
     PayloadTooLarge,
     ServiceError,
@@ -86,6 +88,11 @@ class ActivationFailed(ActivationError, BadGateway):
 class RuntimeUnavailable(ActivationError, DependencyUnavailable):
     code = "runtime_unavailable"
     detail = "The activation runtime (NATS, spawners) is unavailable"
+
+
+class StorageFull(ActivationError, InsufficientStorage):
+    code = "storage_full"
+    detail = "The execution records are full (their storage limit): nothing was run, retry later"
 
 
 class ActivationTimedOut(ActivationError, GatewayTimeout):

@@ -83,11 +83,21 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
         replicas=settings.nats_replicas,
         ttl_seconds=settings.execution_ttl_seconds,
         budget=budget,
+        max_bytes=settings.executions_max_bytes,
     )
     idempotency_kv = await ensure_kv(
-        js, IDEMPOTENCY_BUCKET, replicas=settings.nats_replicas, ttl=ttl
+        js,
+        IDEMPOTENCY_BUCKET,
+        replicas=settings.nats_replicas,
+        ttl=ttl,
+        max_bytes=settings.idempotency_max_bytes,
     )
-    functions_kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
+    functions_kv = await ensure_kv(
+        js,
+        FUNCTIONS_BUCKET,
+        replicas=settings.nats_replicas,
+        max_bytes=settings.functions_max_bytes,
+    )
 
     catalog = FunctionCache(functions_kv, budget=budget)
     await catalog.start(wait=settings.nats_timeout)

@@ -92,6 +92,9 @@ _PUBLISH_RESPONSES: dict[int | str, Any] = {
     **_activation_error(
         504, "timed_out: the function exceeded its timeout, or no worker started it in time"
     ),
+    **_activation_error(
+        507, "storage_full: the execution records (or Idempotency-Keys) are full; nothing ran"
+    ),
 }
 
 

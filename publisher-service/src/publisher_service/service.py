@@ -14,7 +14,8 @@ An activation (``Publisher.publish``), in order:
 3. an ``Idempotency-Key``, when given, is claimed atomically for this user: a key already
    claimed by the same request answers with that execution instead of running again, a key
    claimed by a different request is a 409;
-4. the record is created ``queued`` (an unreachable store is a 503: nothing is queued);
+4. the record is created ``queued`` (an unreachable store is a 503, a full one — the bucket's
+   ``EXECUTIONS_MAX_BYTES`` — a 507 ``storage_full``: nothing is queued);
 5. the job is published to ``faas.exec.<user_id>`` with the execution id as ``Nats-Msg-Id``. The
    ``EXECUTIONS`` stream's message limits are the concurrency limits, so a full stream is a 429
    (the record says ``rejected``); any other failure is a 503 (the record says ``failed``);
@@ -56,6 +57,7 @@ from faas_common.contract import ErrorCode, ExecutionRecord, FunctionSnapshot, J
 from faas_common.executions import (
     RecordConflict,
     RecordStore,
+    StoreFull,
     StoreUnavailable,
     expired,
     expired_record,
@@ -83,6 +85,7 @@ from publisher_service.exceptions import (
     IdempotencyKeyReused,
     ImageNotAllowed,
     RuntimeUnavailable,
+    StorageFull,
 )
 from publisher_service.timing import PhaseTimer
 
@@ -213,6 +216,8 @@ def outcome_error(record: ExecutionRecord) -> ActivationError | None:
         return ConcurrencyLimit(record.detail, execution=record)
     if record.status == "timed_out" or record.error == "timed_out":
         return ActivationTimedOut(record.detail, execution=record)
+    if record.error == "storage_full":
+        return StorageFull(record.detail, execution=record)
     if record.error == "runtime_unavailable":
         return RuntimeUnavailable(
             record.detail or "No worker could run the activation", execution=record
@@ -415,9 +420,12 @@ class Publisher:
 
     async def _record_queued(self, job: Job, held: _HeldClaim | None) -> None:
         """The ``queued`` record (kept when it exists: a resumed attempt). A store that cannot
-        take it is a 503 before anything is queued."""
+        take it is a 503 (a full one a 507) before anything is queued."""
         try:
             await transition(self.records, job.user_id, job.execution_id, queued_if_new(job))
+        except StoreFull as exc:
+            await self._release(held)
+            raise StorageFull() from exc
         except (StoreUnavailable, RecordConflict) as exc:
             await self._release(held)
             raise RuntimeUnavailable(RECORDS_UNAVAILABLE) from exc

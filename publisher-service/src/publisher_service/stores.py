@@ -3,7 +3,8 @@
 ``KvIdempotencyStore``: the ``idempotency`` bucket, key ``<user_id>.<sha256 of the header>`` (a
 header may hold characters a key cannot), value an ``IdempotencyClaim``. ``kv.create`` is the
 atomic claim: of two requests racing with one key exactly one creates it. Every request is
-retried across a leader election (``RetryBudget``); a bucket still down after it is a 503.
+retried across a leader election (``RetryBudget``); a bucket still down after it is a 503, a full
+one (``IDEMPOTENCY_MAX_BYTES``) a 507 ``storage_full`` at once.
 """
 
 from __future__ import annotations
@@ -12,17 +13,24 @@ import contextlib
 import hashlib
 import logging
 
-from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    APIError,
+    KeyDeletedError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+)
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
+from faas_common.contract import STREAM_FULL
 from faas_common.nats import NATS_ERRORS, RetryBudget, retrying
-from publisher_service.exceptions import RuntimeUnavailable
+from publisher_service.exceptions import RuntimeUnavailable, StorageFull
 from publisher_service.service import ClaimOutcome, IdempotencyClaim
 
 logger = logging.getLogger("publisher.stores")
 
 CLAIM_ATTEMPTS = 3
+IDEMPOTENCY_FULL = "The Idempotency-Key store is full (its storage limit): nothing was run"
 
 
 def idempotency_key(user_id: str, key: str) -> str:
@@ -53,6 +61,10 @@ class KvIdempotencyStore:
                 return await self._kv.create(kv_key, value)
             except KeyWrongLastSequenceError:
                 return None
+            except APIError as exc:
+                if exc.err_code == STREAM_FULL:
+                    raise StorageFull(IDEMPOTENCY_FULL) from exc
+                raise
 
         async def read(_: int) -> tuple[bytes, int] | None:
             try:

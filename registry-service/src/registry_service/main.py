@@ -80,7 +80,12 @@ def create_app(
                 )
                 stack.push_async_callback(drain_nats, nc)
                 js = nc.jetstream(timeout=settings.kv_timeout)
-                kv = await ensure_kv(js, FUNCTIONS_BUCKET, replicas=settings.nats_replicas)
+                kv = await ensure_kv(
+                    js,
+                    FUNCTIONS_BUCKET,
+                    replicas=settings.nats_replicas,
+                    max_bytes=settings.functions_max_bytes,
+                )
                 function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)
 
             async with sessionmaker() as session:

@@ -17,6 +17,9 @@
   heartbeats, the final record is stored (never over a record another delivery made final),
   replied, and the job is acked. A record too large for a NATS message loses its result
   (``output_too_large``), never silently cut;
+- the records bucket is full (its ``max_bytes``) when the job would start → not run: the reply
+  says ``failed`` / ``storage_full`` and the job is terminated (a full bucket only empties as
+  records expire: no retry);
 - a transient failure before the function ran (records unavailable, Docker unreachable before
   the container started) → ``nak`` with a delay, or, on the last allowed delivery, ``term`` and
   a ``failed`` record with error ``runtime_unavailable``. A Docker failure after the container
@@ -42,6 +45,7 @@ from faas_common.executions import (
     RecordConflict,
     RecordStore,
     RecordTooLarge,
+    StoreFull,
     StoreUnavailable,
     expired,
     finished,
@@ -61,6 +65,7 @@ from spawner_service.runtime.base import ContainerRuntime, RunResult, RunSpec
 logger = logging.getLogger("spawner.worker")
 
 HANDED_BACK = "handed back without running (no free slot, or the spawner was stopping)"
+RECORDS_FULL = "The execution records are full (their storage limit): the function was not run"
 
 RECORD_ERRORS = (StoreUnavailable, RecordConflict)
 """Record store failures worth a retry of the whole job."""
@@ -270,6 +275,9 @@ class JobHandler:
             marked = await transition(
                 self.store, job.user_id, job.execution_id, started(job, started_at), known=current
             )
+        except StoreFull:
+            await self._refuse_full(job, msg, log)
+            return
         except RECORD_ERRORS as exc:
             log.warning("cannot mark the job running", extra={"error": repr(exc)})
             await self._retry_or_give_up(job, msg, log, f"execution records unavailable: {exc}")
@@ -327,6 +335,22 @@ class JobHandler:
                     "timings": stored.timings,
                 },
             )
+
+    async def _refuse_full(self, job: Job, msg: JobMessage, log: JobLog) -> None:
+        """The records bucket cannot take the job's ``running`` record: do not run it."""
+        log.error("execution records full: job not run")
+        record = ExecutionRecord(
+            execution_id=job.execution_id,
+            function=job.function.name,
+            status="failed",
+            error="storage_full",
+            detail=RECORDS_FULL,
+            created_at=job.enqueued_at,
+            start_deadline=job.start_deadline,
+            finished_at=time.time(),
+        )
+        await self._finish(job, record, log, known=None)  # stored if it fits, replied anyway
+        await msg.term()
 
     async def _requeue(self, job: Job, reason: str) -> None:
         """Best effort: a job going back to the stream is ``queued`` again, not ``running``,

@@ -171,6 +171,7 @@ class Worker:
                 replicas=s.nats_replicas,
                 ttl_seconds=s.execution_ttl_seconds,
                 budget=s.retry_budget,
+                max_bytes=s.executions_max_bytes,
             )
         self._subscription = await self.js.pull_subscribe_bind(
             durable=SPAWNER_CONSUMER, stream=EXECUTIONS_STREAM
@@ -196,6 +197,7 @@ class Worker:
             FAIR_SHARE_BUCKET,
             replicas=s.nats_replicas,
             ttl=timedelta(seconds=s.job_max_age_seconds),
+            max_bytes=s.bucket_max_bytes,
         )
 
     def _capacity(self) -> int:

@@ -94,6 +94,7 @@ EXPECTED_STATUS: dict[str, int] = {
     "timed_out": 504,
     "runtime_unavailable": 503,
     "concurrency_limit": 429,
+    "storage_full": 507,
 }
 
 

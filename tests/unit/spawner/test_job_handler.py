@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from faas_common.contract import HEADER_ROOM, ExecutionRecord, Job
+from faas_common.executions import StoreFull
 from spawner_service.config import NATS_MAX_PAYLOAD
 from spawner_service.handler import JobHandler
 from spawner_service.records import final_record, fit_record, record_size, result_text
@@ -589,3 +590,28 @@ async def test_a_poison_message_handed_back_on_its_last_delivery_is_terminated()
     msg = FakeMsg(b"not a job", delivered=1)
     await harness.handler.release(msg)
     assert msg.actions == [("term", None)]
+
+
+class FullStore(FakeStore):
+    """A records bucket at its ``max_bytes``: reads work, every write is refused."""
+
+    async def create(self, user_id: str, record: ExecutionRecord) -> int:
+        raise StoreFull("the execution records bucket is full: maximum bytes exceeded")
+
+    async def update(self, user_id: str, record: ExecutionRecord, *, revision: int) -> int:
+        raise StoreFull("the execution records bucket is full: maximum bytes exceeded")
+
+
+async def test_a_full_records_bucket_fails_the_job_as_storage_full_without_running_it() -> None:
+    harness = Harness()
+    harness.store = FullStore()
+    harness.handler.store = harness.store
+    job = make_job()
+    msg = await harness.handle(job)
+    assert msg.actions == [("term", None)]  # not retried: only expiring records make room
+    assert harness.runtime.specs == []  # never run
+    [(subject, reply)] = harness.replies.sent
+    assert subject == job.reply_subject
+    assert (reply.status, reply.error) == ("failed", "storage_full")
+    assert reply.detail is not None
+    assert "full" in reply.detail
