@@ -128,6 +128,7 @@ class Topology:
             env=env_of(
                 {
                     **self._common(),
+                    **self._nats(),
                     "DATABASE_URL": f"sqlite+aiosqlite:///{self.directory / 'auth' / 'auth.db'}",
                     "AUTH_HOST": LOOPBACK,
                     "AUTH_PORT": auth_port,
