@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 ANSWER_TIMEOUT = 30.0
@@ -182,3 +184,14 @@ async def first_closed(connections: list[Connection], count: int) -> list[bytes]
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
     return closed
+
+
+def open_sockets(pid: int) -> int:
+    """How many sockets process ``pid`` holds open (from ``/proc``)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except OSError:
+            continue  # closed meanwhile
+    return count

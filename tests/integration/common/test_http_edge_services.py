@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from tests.support.raw_http import (
     exchange,
     first_closed,
     open_half_sent,
+    open_sockets,
     parse,
     request_head,
     trickle,
@@ -284,16 +284,6 @@ async def test_a_client_outside_the_trusted_proxies_cannot_spoof_its_address(
 
 
 # --- connection cap ---------------------------------------------------------------------------
-
-
-def open_sockets(pid: int) -> int:
-    count = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            count += os.readlink(fd).startswith("socket:")
-        except OSError:
-            continue  # closed meanwhile
-    return count
 
 
 async def test_connections_over_the_cap_hold_no_descriptor_of_the_process(
