@@ -3,9 +3,10 @@
 Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`` or
 ``JWT_JWKS_URL``), NATS, the ``EXECUTIONS`` stream (created, or its limits brought in line with
 ``MAX_IN_FLIGHT`` / ``MAX_IN_FLIGHT_PER_USER``), the ``executions`` and ``idempotency`` buckets,
-the ``functions`` bucket watched into memory, and the subscription to this instance's reply
-subject ``faas.reply.<instance_id>.*``. Shutdown runs it backwards: waiting calls are failed,
-the watch stops, NATS drains.
+the ``functions`` and ``revocations`` buckets watched into memory (the token verifier honours
+the second), and the subscription to this instance's reply subject
+``faas.reply.<instance_id>.*``. Shutdown runs it backwards: waiting calls are failed, the
+watches stop, NATS drains.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from faas_common.executions import ExecutionStore, RecordStore
 from faas_common.health import health_router
 from faas_common.http import create_service_app
 from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
-from faas_common.security import open_token_verifier
+from faas_common.revocation import open_revocations
+from faas_common.security import RevocationCheck, open_token_verifier
 from publisher_service.catalog import FunctionCache
 from publisher_service.config import PublisherSettings
 from publisher_service.jobs import NatsJobQueue
@@ -52,6 +54,8 @@ class Backends:
     queue: JobQueue
     idempotency: IdempotencyStore
     replies: ReplyRegistry
+    revocations: RevocationCheck | None = None
+    """The ``revocations`` bucket watched into memory, honoured by the token verifier."""
 
 
 def limits_from(settings: PublisherSettings) -> Limits:
@@ -103,6 +107,10 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     await catalog.start(wait=settings.nats_timeout)
     stack.push_async_callback(catalog.stop)
     on_reconnect.append(catalog.rebuild)
+    revocations = await open_revocations(
+        js, stack, replicas=settings.nats_replicas, budget=budget, wait=settings.nats_timeout
+    )
+    on_reconnect.append(revocations.rebuild)
 
     replies = ReplyRegistry(settings.instance_id)
     await nc.subscribe(replies.wildcard, cb=replies.handle)
@@ -117,6 +125,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
         queue=NatsJobQueue(nc, js, budget=budget),
         idempotency=KvIdempotencyStore(idempotency_kv, budget=budget),
         replies=replies,
+        revocations=revocations,
     )
 
 
@@ -131,6 +140,8 @@ def create_app(
         async with AsyncExitStack() as stack:
             verifier = await open_token_verifier(settings, stack, service=SERVICE)
             active = backends if backends is not None else await connect_backends(settings, stack)
+            if active.revocations is not None:
+                verifier.honour(active.revocations)
             app.state.settings = settings
             app.state.token_verifier = verifier
             app.state.backends = active

@@ -1,10 +1,11 @@
 """registry-service app factory: ``create_app(settings)``; the lifespan owns every connection.
 
 Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`` or
-``JWT_JWKS_URL``), database + migrations, NATS + the ``functions`` KV bucket, reconciliation of
-the bucket with the database, then the background task that reconciles them again every
-``REGISTRY_RECONCILE_INTERVAL_SECONDS``. Shutdown runs it backwards (the task is cancelled, NATS
-drains, the engine is disposed).
+``JWT_JWKS_URL``), database + migrations, NATS + the ``functions`` KV bucket, the
+``revocations`` bucket watched into memory (the verifier honours it), reconciliation of the
+bucket with the database, then the background tasks that reconcile them again every
+``REGISTRY_RECONCILE_INTERVAL_SECONDS`` and delete the functions of deleted accounts. Shutdown
+runs it backwards (the tasks are cancelled, NATS drains, the engine is disposed).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from faas_common.contract import FUNCTIONS_BUCKET
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import connect_nats, drain_nats, ensure_kv
+from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
+from faas_common.revocation import RevocationList, open_revocations
 from faas_common.security import open_token_verifier
 from registry_service import admission as admission_module
 from registry_service import service
+from registry_service.accounts import AccountPurger
 from registry_service.admission import Admission, HostResolver
 from registry_service.catalog import FunctionCatalog, NatsFunctionCatalog
 from registry_service.config import RegistrySettings
@@ -72,11 +75,14 @@ def create_app(
             sessionmaker = make_sessionmaker(engine)
 
             function_catalog = catalog
+            revocations: RevocationList | None = None
             if function_catalog is None:
+                on_reconnect: list[ReconnectHook] = []
                 nc = await connect_nats(
                     settings.nats_servers,
                     name="registry-service",
                     connect_timeout=settings.nats_connect_timeout,
+                    on_reconnect=on_reconnect,
                 )
                 stack.push_async_callback(drain_nats, nc)
                 js = nc.jetstream(timeout=settings.kv_timeout)
@@ -87,6 +93,11 @@ def create_app(
                     max_bytes=settings.functions_max_bytes,
                 )
                 function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)
+                revocations = await open_revocations(
+                    js, stack, replicas=settings.nats_replicas, budget=settings.retry_budget
+                )
+                on_reconnect.append(revocations.rebuild)
+                verifier.honour(revocations)
 
             async with sessionmaker() as session:
                 await service.reconcile(session, function_catalog)
@@ -101,6 +112,14 @@ def create_app(
                     name="registry-reconcile",
                 )
                 stack.push_async_callback(_cancel, reconciler)
+            if revocations is not None:
+                # Deleted accounts lose their functions (see registry_service.accounts).
+                purger = AccountPurger(sessionmaker, function_catalog)
+                revocations.listeners.append(purger.notice)
+                for user_id in revocations.deleted_users():
+                    purger.notice(user_id)
+                purger.start()
+                stack.push_async_callback(purger.stop)
 
             app.state.settings = settings
             app.state.engine = engine

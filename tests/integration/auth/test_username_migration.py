@@ -54,7 +54,7 @@ async def test_usernames_become_canonical(database_url: str, tmp_path: Path) -> 
         await migrate(engine, script_location=MIGRATIONS, version_table=VERSION_TABLE)
         async with engine.connect() as conn:
             result = await conn.execute(text('SELECT id, username FROM "user"'))
-            names: dict[str, str] = dict(result.tuples().all())
+            names = {str(row[0]): str(row[1]) for row in result}
             assert names == {
                 ROWS[0][0]: "alice",  # the oldest keeps the name
                 ROWS[1][0]: "renamed-0000000000004000800000000000000b",

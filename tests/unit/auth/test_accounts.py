@@ -1,0 +1,110 @@
+"""POST /auth/logout and DELETE /auth/users/me against an in-memory revocations bucket: the
+presented token (or every token of a deleted account) is refused, other tokens keep working, the
+name is free again, and nothing changes while revocation is unavailable (503)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from auth_service.config import AuthSettings
+from faas_common.revocation import RevocationsUnavailable
+from faas_common.security import key_id
+from tests.unit.auth.factories import (
+    PASSWORD,
+    MemoryRevocations,
+    RegisteredUser,
+    bearer,
+    claims_for,
+    client_for,
+    login,
+    make_settings,
+    register,
+    rs256_token,
+    running_app,
+)
+
+REVOKED = {"detail": "Token revoked", "code": "token_revoked"}
+
+
+async def test_logout_revokes_only_the_presented_token(
+    client: httpx.AsyncClient, user: RegisteredUser
+) -> None:
+    first, second = await login(client, user.username), await login(client, user.username)
+    response = await client.post("/auth/logout", headers=bearer(first))
+    assert response.status_code == 204
+    assert response.content == b""
+    refused = await client.get("/auth/validate", headers=bearer(first))
+    assert refused.status_code == 401
+    assert refused.json() == REVOKED
+    assert (await client.get("/auth/validate", headers=bearer(second))).status_code == 200
+    again = await client.post("/auth/logout", headers=bearer(first))
+    assert again.status_code == 401
+
+
+async def test_logout_needs_a_token(client: httpx.AsyncClient) -> None:
+    response = await client.post("/auth/logout")
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
+
+
+async def test_a_token_without_jti_cannot_be_revoked_alone(
+    client: httpx.AsyncClient,
+    user: RegisteredUser,
+    auth_settings: AuthSettings,
+    signing_key: RSAPrivateKey,
+) -> None:
+    claims = claims_for(auth_settings, sub=user.id, name=user.username)
+    token = rs256_token(signing_key, claims, kid=key_id(signing_key.public_key()))
+    response = await client.post("/auth/logout", headers=bearer(token))
+    assert response.status_code == 400
+    assert response.json()["code"] == "token_not_revocable"
+
+
+async def test_deleting_the_account_revokes_every_token_and_frees_the_name(
+    client: httpx.AsyncClient, user: RegisteredUser
+) -> None:
+    tokens = [await login(client, user.username) for _ in range(2)]
+    response = await client.delete("/auth/users/me", headers=bearer(tokens[0]))
+    assert response.status_code == 204
+    for token in tokens:
+        refused = await client.get("/auth/validate", headers=bearer(token))
+        assert refused.json() == REVOKED
+    failed = await client.post(
+        "/auth/login", json={"username": user.username, "password": user.password}
+    )
+    assert failed.status_code == 401
+
+    again = await register(client, user.username.upper(), "a-new-password")
+    assert again["username"] == user.username
+    assert again["id"] != user.id
+    token = await login(client, user.username, "a-new-password")
+    validated = await client.get("/auth/validate", headers=bearer(token))
+    assert validated.json()["user_id"] == again["id"]
+
+
+class UnavailableRevocations(MemoryRevocations):
+    async def revoke_token(self, *, jti: str, user_id: str) -> None:
+        raise RevocationsUnavailable("down")
+
+    async def revoke_user(self, *, user_id: str) -> None:
+        raise RevocationsUnavailable("down")
+
+
+async def test_nothing_changes_while_revocation_is_unavailable(tmp_path: Path) -> None:
+    settings: AuthSettings = make_settings(tmp_path)
+    async with (
+        running_app(settings, revocations=UnavailableRevocations()) as app,
+        client_for(app) as client,
+    ):
+        await register(client, "erin")
+        token = await login(client, "erin")
+        for method, path in (("POST", "/auth/logout"), ("DELETE", "/auth/users/me")):
+            response = await client.request(method, path, headers=bearer(token))
+            assert response.status_code == 503, path
+            assert response.json()["code"] == "revocation_unavailable"
+            assert "retry-after" in response.headers
+        assert (await client.get("/auth/validate", headers=bearer(token))).status_code == 200
+        assert await login(client, "erin", PASSWORD)
