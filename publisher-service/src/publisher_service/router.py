@@ -70,6 +70,13 @@ _PUBLISH_RESPONSES: dict[int | str, Any] = {
     202: {"description": "Async: accepted, poll status_url", "model": PublishAccepted},
     **AUTHENTICATED,
     **JSON_BODY,
+    **_error(
+        403,
+        "The function's image is not allowed for the caller now (IMAGE_POLICY, or an internal "
+        "registry host); nothing was queued",
+        "image_not_allowed",
+        "The function's image is not allowed for you",
+    ),
     **_error(404, "The caller has no such function", "function_not_found", "Function not found"),
     **_error(
         409,

@@ -65,9 +65,23 @@ _UNAVAILABLE = error_response(
     code="service_unavailable",
     detail="The function catalog (NATS) is unavailable; nothing was changed",
 )
-_CREATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _EXISTS, _UNAVAILABLE)
+_IMAGE_NOT_ALLOWED = error_response(
+    403,
+    "The image is not allowed for the caller (IMAGE_POLICY: image_not_allowed)",
+    code="image_not_allowed",
+    detail="Image 'bob/x' is not allowed: use an image under your own namespace (alice/...) "
+    "or one the operator allows",
+)
+_CREATE_FORBIDDEN = error_response(
+    403,
+    "The image is not allowed for the caller (IMAGE_POLICY: image_not_allowed), or the caller "
+    "has MAX_FUNCTIONS_PER_USER functions already (quota_exceeded)",
+    code="quota_exceeded",
+    detail="You already have 100 functions, the most one user may have: delete one first",
+)
+_CREATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _CREATE_FORBIDDEN, _EXISTS, _UNAVAILABLE)
 _READ_ERRORS = merge(AUTHENTICATED, PARAMETERS, _NOT_FOUND)
-_UPDATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _NOT_FOUND, _UNAVAILABLE)
+_UPDATE_ERRORS = merge(AUTHENTICATED, JSON_BODY, _IMAGE_NOT_ALLOWED, _NOT_FOUND, _UNAVAILABLE)
 _DELETE_ERRORS = merge(AUTHENTICATED, PARAMETERS, _NOT_FOUND, _UNAVAILABLE)
 _BY_NAME_ERRORS = merge(AUTHENTICATED, JSON_BODY, _NOT_FOUND)
 """The aliases that read the name from a JSON body (by hand) or ``?name=``."""
