@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -268,32 +269,82 @@ async def watch_statuses(store: ExecutionStore, job: Job) -> tuple[list[str], as
     return statuses, asyncio.create_task(collect())
 
 
-# --- tests ------------------------------------------------------------------------------------
+async def is_running(store: ExecutionStore, job: Job) -> bool:
+    current = await store.get(job.user_id, job.execution_id)
+    return current is not None and current[0].status == "running"
 
 
-@pytest.mark.docker
-async def test_a_job_runs_and_its_record_and_reply_follow(
+async def stored_record(store: ExecutionStore, job: Job) -> ExecutionRecord:
+    current = await store.get(job.user_id, job.execution_id)
+    assert current is not None, f"no record of {job.execution_id}"
+    return current[0]
+
+
+@dataclass
+class Spawning:
+    """What most worker tests use together: the connection, the records, the replies, workers,
+    this test's execution id prefix and the busybox image (``ENTRYPOINT sh -c``)."""
+
+    nc: NATS
+    store: ExecutionStore
+    replies: Replies
+    start_worker: StartWorker
+    prefix: str
+    busybox: str
+
+    def job(self, script: str, **overrides: Any) -> Job:
+        """A job running ``script`` on busybox, replied to ``replies``."""
+        values: dict[str, Any] = {"image": self.busybox, "reply_to": self.replies} | overrides
+        return make_job(self.prefix, script, **values)
+
+    async def submit(self, script: str, **overrides: Any) -> Job:
+        """``job``, recorded ``queued`` and published like the publisher does."""
+        job = self.job(script, **overrides)
+        await enqueue(self.nc, self.store, job)
+        return job
+
+    async def reply(self, job: Job, *, within: float = 30.0) -> ExecutionRecord:
+        [reply] = await self.replies.wait(job.execution_id, within=within)
+        return reply
+
+    async def run(self, script: str) -> ExecutionRecord:
+        """Submit ``script`` and wait for its reply."""
+        return await self.reply(await self.submit(script))
+
+
+@pytest.fixture
+def spawning(
     nc: NATS,
     store: ExecutionStore,
     replies: Replies,
     start_worker: StartWorker,
     prefix: str,
     busybox: str,
-    docker_client: Any,
+) -> Spawning:
+    return Spawning(nc, store, replies, start_worker, prefix, busybox)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_job_runs_and_its_record_and_reply_follow(
+    spawning: Spawning, docker_client: Any
 ) -> None:
+    w = spawning
     since = time.time()
-    await start_worker()
-    job = make_job(prefix, "echo hello; echo a-log-line >&2", image=busybox, reply_to=replies)
-    await store.create(
+    await w.start_worker()
+    job = w.job("echo hello; echo a-log-line >&2")
+    await w.store.create(
         job.user_id,
         ExecutionRecord(
             execution_id=job.execution_id, function="fn", status="queued", created_at=since
         ),
     )
-    statuses, watching = await watch_statuses(store, job)
-    await enqueue(nc, store, job, record=False)
+    statuses, watching = await watch_statuses(w.store, job)
+    await enqueue(w.nc, w.store, job, record=False)
 
-    [reply] = await replies.wait(job.execution_id)
+    reply = await w.reply(job)
     assert reply.status == "succeeded"
     assert reply.result == "hello"
     assert reply.logs == "a-log-line\n"
@@ -301,10 +352,8 @@ async def test_a_job_runs_and_its_record_and_reply_follow(
     assert reply.error is None
     assert set(reply.timings) == {"queue", "pull", "create", "start", "run", "remove"}
     assert reply.created_at == since
-    stored = await store.get(job.user_id, job.execution_id)
-    assert stored is not None
-    assert stored[0] == reply
-    await stream_empty(nc)  # acked
+    assert await stored_record(w.store, job) == reply
+    await stream_empty(w.nc)  # acked
 
     async def all_seen() -> bool:
         return statuses == ["queued", "running", "succeeded"]
@@ -317,95 +366,62 @@ async def test_a_job_runs_and_its_record_and_reply_follow(
 
 
 @pytest.mark.docker
-async def test_a_failing_function_is_reported_as_failed(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-) -> None:
-    await start_worker()
-    job = make_job(prefix, "echo half; echo broken >&2; exit 4", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
-    [reply] = await replies.wait(job.execution_id)
+async def test_a_failing_function_is_reported_as_failed(spawning: Spawning) -> None:
+    await spawning.start_worker()
+    reply = await spawning.run("echo half; echo broken >&2; exit 4")
     assert (reply.status, reply.error, reply.exit_code) == ("failed", "function_failed", 4)
     assert reply.logs == "broken\n"
     assert reply.detail == "exited with status 4"
-    await stream_empty(nc)
+    await stream_empty(spawning.nc)
 
 
 @pytest.mark.docker
 async def test_an_expired_job_is_terminated_and_never_run(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    docker_client: Any,
-    busybox: str,
+    spawning: Spawning, docker_client: Any
 ) -> None:
+    w = spawning
     since = time.time()
-    job = make_job(prefix, "echo should-not-run", start_in=-1, image=busybox, reply_to=replies)
-    await create_stream(nc)
-    await enqueue(nc, store, job)
-    await start_worker()
-    [reply] = await replies.wait(job.execution_id)
+    job = w.job("echo should-not-run", start_in=-1)
+    await create_stream(w.nc)
+    await enqueue(w.nc, w.store, job)
+    await w.start_worker()
+    reply = await w.reply(job)
     assert (reply.status, reply.error) == ("timed_out", "timed_out")
     assert reply.result is None
-    stored = await store.get(job.user_id, job.execution_id)
-    assert stored is not None
-    assert stored[0].status == "timed_out"
-    await stream_empty(nc)  # terminated: it does not wait for redelivery
+    assert (await stored_record(w.store, job)).status == "timed_out"
+    await stream_empty(w.nc)  # terminated: it does not wait for redelivery
     actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
     assert actions == []
 
 
 @pytest.mark.docker
-async def test_a_poison_message_is_terminated_and_the_worker_goes_on(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-) -> None:
-    await start_worker()
-    js = nc.jetstream()
+async def test_a_poison_message_is_terminated_and_the_worker_goes_on(spawning: Spawning) -> None:
+    w = spawning
+    await w.start_worker()
+    js = w.nc.jetstream()
     await js.publish(exec_subject(USER), b'{"this is": "not a job"}')
     await js.publish(exec_subject(USER), b"\xff\xfe binary")
-    job = make_job(prefix, "echo fine", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
-    [reply] = await replies.wait(job.execution_id)
+    reply = await w.run("echo fine")
     assert reply.result == "fine"
-    await stream_empty(nc)
+    await stream_empty(w.nc)
     consumer = await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
     assert consumer.num_ack_pending == 0
     assert consumer.num_redelivered == 0
 
 
 @pytest.mark.docker
-async def test_never_more_jobs_than_container_slots(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    docker_client: Any,
-    busybox: str,
-) -> None:
-    jobs = [
-        make_job(prefix, f"sleep 1; echo {n}", image=busybox, reply_to=replies) for n in range(5)
-    ]
-    await create_stream(nc)
+async def test_never_more_jobs_than_container_slots(spawning: Spawning, docker_client: Any) -> None:
+    w = spawning
+    jobs = [w.job(f"sleep 1; echo {n}") for n in range(5)]
+    await create_stream(w.nc)
     for job in jobs:
-        await enqueue(nc, store, job)
-    await start_worker(max_containers=2)
+        await enqueue(w.nc, w.store, job)
+    await w.start_worker(max_containers=2)
 
     most_containers = 0
-    waiting = asyncio.create_task(replies.wait(*(job.execution_id for job in jobs), within=60))
+    waiting = asyncio.create_task(w.replies.wait(*(job.execution_id for job in jobs), within=60))
     while not waiting.done():
-        containers = await asyncio.to_thread(containers_of, docker_client, prefix)
+        containers = await asyncio.to_thread(containers_of, docker_client, w.prefix)
         most_containers = max(most_containers, len(containers))
         await asyncio.sleep(0.05)
     results = await waiting
@@ -413,56 +429,33 @@ async def test_never_more_jobs_than_container_slots(
     assert 1 <= most_containers <= 2  # sampled: never a third container
     # Exact, from the records: how many activations were being handled at the same time.
     assert most_at_once(results) == 2
-    await stream_empty(nc)
+    await stream_empty(w.nc)
 
 
 @pytest.mark.docker
-async def test_a_graceful_stop_finishes_held_work(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-) -> None:
-    worker, running = await start_worker()
-    held = make_job(prefix, "sleep 2; echo done", image=busybox, reply_to=replies)
-    await enqueue(nc, store, held)
-
-    async def is_running() -> bool:
-        current = await store.get(held.user_id, held.execution_id)
-        return current is not None and current[0].status == "running"
-
-    await eventually(is_running)
+async def test_a_graceful_stop_finishes_held_work(spawning: Spawning) -> None:
+    w = spawning
+    worker, running = await w.start_worker()
+    held = await w.submit("sleep 2; echo done")
+    await eventually(lambda: is_running(w.store, held))
     worker.stop()
-    late = make_job(prefix, "echo too-late", image=busybox, reply_to=replies)
-    await enqueue(nc, store, late)
+    late = await w.submit("echo too-late")
     await asyncio.wait_for(running, 30)
 
     # The held job was finished, stored and acked before the worker returned.
-    stored = await store.get(held.user_id, held.execution_id)
-    assert stored is not None
-    assert (stored[0].status, stored[0].result) == ("succeeded", "done")
-    [reply] = await replies.wait(held.execution_id, within=5)
-    assert reply == stored[0]
-    assert late.execution_id not in replies.records
-    late_record = await store.get(late.user_id, late.execution_id)
-    assert late_record is not None
-    assert late_record[0].status == "queued"
-    assert await stream_messages(nc) == 1  # the late job waits for another spawner
+    stored = await stored_record(w.store, held)
+    assert (stored.status, stored.result) == ("succeeded", "done")
+    assert await w.reply(held, within=5) == stored
+    assert late.execution_id not in w.replies.records
+    assert (await stored_record(w.store, late)).status == "queued"
+    assert await stream_messages(w.nc) == 1  # the late job waits for another spawner
 
 
 @pytest.mark.docker
-async def test_the_worker_sets_a_deleted_stream_up_again(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-) -> None:
-    await start_worker()
-    js = nc.jetstream()
+async def test_the_worker_sets_a_deleted_stream_up_again(spawning: Spawning) -> None:
+    w = spawning
+    await w.start_worker()
+    js = w.nc.jetstream()
     await js.delete_stream(EXECUTIONS_STREAM)
 
     async def consumer_back() -> bool:
@@ -473,9 +466,7 @@ async def test_the_worker_sets_a_deleted_stream_up_again(
         return True
 
     await eventually(consumer_back)
-    job = make_job(prefix, "echo back", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
-    [reply] = await replies.wait(job.execution_id)
+    reply = await w.run("echo back")
     assert reply.result == "back"
 
 
@@ -511,27 +502,22 @@ async def test_the_stream_limits_refuse_a_publish_when_full(
 
 @pytest.mark.docker
 async def test_a_spawner_without_an_engine_fetches_nothing_and_a_healthy_one_runs_the_job(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
+    spawning: Spawning,
 ) -> None:
-    blind, _ = await start_worker(docker_url="tcp://127.0.0.1:1", engine_check_seconds=0.2)
-    job = make_job(prefix, "echo ran", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
+    w = spawning
+    blind, _ = await w.start_worker(docker_url="tcp://127.0.0.1:1", engine_check_seconds=0.2)
+    job = await w.submit("echo ran")
     for _ in range(30):  # bounded: 3 s of fetch loop without an engine
         await asyncio.sleep(0.1)
-    consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    consumer = await w.nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
     assert consumer.delivered.consumer_seq == 0  # never taken: its deliveries are intact
     assert not blind.ready
 
-    await start_worker()
-    [reply] = await replies.wait(job.execution_id)
+    await w.start_worker()
+    reply = await w.reply(job)
 
     assert (reply.status, reply.result) == ("succeeded", "ran")
-    await stream_empty(nc)
+    await stream_empty(w.nc)
 
 
 @pytest.mark.docker
@@ -579,11 +565,7 @@ async def test_the_process_finishes_held_work_and_exits_0_on_sigterm(
         store = ExecutionStore(await js.key_value(EXECUTIONS_BUCKET))
         await enqueue(nc, store, job)
 
-        async def is_running() -> bool:
-            current = await store.get(job.user_id, job.execution_id)
-            return current is not None and current[0].status == "running"
-
-        await eventually(is_running, within=20)
+        await eventually(lambda: is_running(store, job), within=20)
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 30) == 0
         [reply] = await replies.wait(job.execution_id, within=5)
@@ -619,25 +601,17 @@ async def test_the_process_finishes_held_work_and_exits_0_on_sigterm(
     ids=["control-characters", "one-mebibyte-of-text"],
 )
 async def test_a_result_too_large_for_a_nats_message_is_output_too_large(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-    script: str,
+    spawning: Spawning, script: str
 ) -> None:
-    await start_worker()  # the default output cap
-    job = make_job(prefix, f"echo a-log-line >&2; {script}", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
+    w = spawning
+    await w.start_worker()  # the default output cap
+    job = await w.submit(f"echo a-log-line >&2; {script}")
 
-    [reply] = await replies.wait(job.execution_id)
+    reply = await w.reply(job)
     assert (reply.status, reply.error, reply.result) == ("failed", "output_too_large", None)
     assert reply.logs == "a-log-line\n"
-    stored = await store.get(job.user_id, job.execution_id)
-    assert stored is not None
-    assert stored[0] == reply  # stored, never left "running"
-    await stream_empty(nc)
+    assert await stored_record(w.store, job) == reply  # stored, never left "running"
+    await stream_empty(w.nc)
 
 
 async def test_a_spawner_with_other_consumer_settings_says_so_and_updates_them(
@@ -668,16 +642,11 @@ async def test_a_spawner_with_other_consumer_settings_says_so_and_updates_them(
 
 @pytest.mark.docker
 async def test_a_docker_failure_after_the_start_is_not_run_again(
-    nc: NATS,
-    store: ExecutionStore,
-    replies: Replies,
-    start_worker: StartWorker,
-    prefix: str,
-    busybox: str,
-    docker_client: Any,
+    spawning: Spawning, docker_client: Any
 ) -> None:
+    w = spawning
     since = time.time()
-    worker, _ = await start_worker(max_deliver=3, retry_delay_seconds=0.2)
+    worker, _ = await w.start_worker(max_deliver=3, retry_delay_seconds=0.2)
     runtime = worker.runtime
     assert isinstance(runtime, DockerRuntime)
     client = await runtime._connected()
@@ -688,15 +657,14 @@ async def test_a_docker_failure_after_the_start_is_not_run_again(
         raise requests.exceptions.ConnectionError("connection reset by peer")  # ...unheard
 
     client.api.wait = answer_lost
-    job = make_job(prefix, "echo side-effect", image=busybox, reply_to=replies)
-    await enqueue(nc, store, job)
+    job = await w.submit("echo side-effect")
 
-    [reply] = await replies.wait(job.execution_id)
+    reply = await w.reply(job)
     assert (reply.status, reply.error) == ("failed", "runtime_unavailable")
     assert reply.detail is not None
     assert "while the function ran" in reply.detail
-    await stream_empty(nc)
-    consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
+    await stream_empty(w.nc)
+    consumer = await w.nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
     assert consumer.delivered.consumer_seq == 1  # delivered once: never redelivered
     actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
     assert actions.count("start") == 1  # the function ran once
