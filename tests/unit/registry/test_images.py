@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from registry_service.admission import system_resolver
 from registry_service.exceptions import ImageRegistryNotAllowed
 from tests.support.keys import RsaKeys
 from tests.unit.registry.factories import (
@@ -26,6 +29,8 @@ from tests.unit.registry.factories import (
 ROUTES = ["create", "register", "patch", "update"]
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 REGISTRY_SENTENCE = ImageRegistryNotAllowed.detail
+SYSTEM_RESOLVER = system_resolver
+"""Bound at import, before the session's fixture replaces the module's attribute."""
 
 Registry = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -276,3 +281,34 @@ async def test_a_bad_allow_list_entry_stops_the_service_at_start_up(
 ) -> None:
     with pytest.raises(ValueError, match="IMAGE_ALLOW entry 'library/'"):
         make_settings(sqlite_database_url, Path(rsa_keys.public_path), image_allow="library/")
+
+
+class HangingResolver(FakeResolver):
+    """A resolver whose answer never comes."""
+
+    async def __call__(self, host: str) -> list[str]:
+        self.asked.append(host)
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_name_without_an_answer_in_time_is_refused(registry: Registry, alice: User) -> None:
+    resolver = HangingResolver()
+    async with registry(resolver=resolver, resolve_timeout_seconds=0.05) as client:
+        response = await client.post(
+            "/registry/functions",
+            json=function_body(image="slow.example/team/fn:1"),
+            headers=alice.headers,
+        )
+
+    assert_refused(response, 422, "image_registry_not_allowed")
+    assert resolver.asked == ["slow.example"]
+
+
+async def test_the_system_resolver_reads_the_hosts_own_resolver() -> None:
+    # The real one (the test session replaces the module's, so no name reaches a DNS server);
+    # localhost is answered from the host's own files.
+    addresses = await SYSTEM_RESOLVER("localhost")
+
+    assert addresses
+    assert all(ipaddress.ip_address(address).is_loopback for address in addresses)
