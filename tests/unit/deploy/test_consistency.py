@@ -9,6 +9,7 @@ the service it is given to, and so on. Everything here is parsed: nothing is sta
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -611,3 +612,18 @@ def test_compose_and_swarm_scope_images_to_their_tenants(
         "100",
         "32768",
     )
+
+
+@pytest.mark.parametrize("subnet", [None, "10.77.0.0/24"])
+def test_forwarded_for_is_believed_only_from_the_gateways_network(subnet: str | None) -> None:
+    compose = deploy.load_compose({"FAAS_BACKEND_SUBNET": subnet} if subnet else {})
+    [backend] = [entry["subnet"] for entry in compose["networks"]["backend"]["ipam"]["config"]]
+    services = deploy.services(compose)
+    assert "backend" in services["apisix"]["networks"]
+    assert ipaddress.ip_network(backend).is_private
+    for name in HTTP_SERVICES:
+        allowed = deploy.environment_of(services[name])["FORWARDED_ALLOW_IPS"]
+        trusted = CommonSettings.model_validate({"FORWARDED_ALLOW_IPS": allowed}).trusted_proxies
+        assert trusted == (backend,), name
+    if subnet:
+        assert backend == subnet
