@@ -11,6 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth_service.exceptions import UsernameTaken
 from auth_service.models import LoginThrottle, User
 
+STALE_AFTER_SECONDS = 7 * 24 * 3600.0
+"""A throttle row untouched for this long (and not locked) is forgotten."""
+
 
 async def get_by_username(session: AsyncSession, *, username: str) -> User | None:
     result = await session.execute(select(User).where(User.username == username))
@@ -65,10 +68,6 @@ async def lock_throttle(session: AsyncSession, *, username: str, now: float) -> 
             )
         )
     return row
-
-
-STALE_AFTER_SECONDS = 7 * 24 * 3600.0
-"""A throttle row untouched for this long (and not locked) is forgotten."""
 
 
 async def forget_throttle(session: AsyncSession, *, username: str) -> None:

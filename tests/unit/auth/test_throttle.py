@@ -11,7 +11,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from passlib.context import CryptContext
+from sqlalchemy import select
 
+from auth_service.models import LoginThrottle
 from auth_service.service import PasswordHasher
 from tests.unit.auth.factories import (
     PASSWORD,
@@ -128,3 +130,17 @@ async def test_unknown_accounts_are_throttled_alike(client: httpx.AsyncClient) -
     name = unique_username("nobody")
     await fail(client, name, 10)
     assert_throttled(await attempt(client, name, PASSWORD), 60)
+
+
+async def test_rows_nobody_used_for_a_week_are_forgotten(
+    app: FastAPI, client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    old, recent, new = (unique_username(prefix) for prefix in ("old", "recent", "new"))
+    await fail(client, old, 1)
+    clock.advance(6 * 24 * 3600)
+    await fail(client, recent, 1)
+    clock.advance(2 * 24 * 3600)
+    await fail(client, new, 1)  # a new name's first attempt sweeps stale rows
+    async with app.state.sessionmaker() as session:
+        names = set((await session.execute(select(LoginThrottle.username))).scalars())
+    assert names == {recent, new}
