@@ -59,7 +59,7 @@ EVERY_ROUTE = error_response(
     code="payload_too_large",
     detail="Request body exceeds 1048576 bytes",
 )
-PARAMETERS = {
+PARAMETERS: Responses = {
     422: {
         "description": "A parameter or the body is invalid (FastAPI's error list under detail)",
         "model": ErrorBody,
