@@ -114,8 +114,12 @@ _DELETE_ERRORS = merge(
     status_code=status.HTTP_201_CREATED,
     responses=_REGISTER_ERRORS,
 )
-async def register(body: Credentials, session: SessionDep, hasher: HasherDep) -> UserOut:
-    user = await service.register(session, hasher, username=body.username, password=body.password)
+async def register(
+    body: Credentials, session: SessionDep, hasher: HasherDep, revocations: RevocationsDep
+) -> UserOut:
+    user = await service.register(
+        session, hasher, revocations, username=body.username, password=body.password
+    )
     return UserOut(id=user.id, username=user.username)
 
 
@@ -160,10 +164,17 @@ async def login(
     issuer: IssuerDep,
     throttle: ThrottleDep,
     clock: ClockDep,
+    revocations: RevocationsDep,
 ) -> TokenOut:
     body = await _login_request(request)
     user = await service.authenticate(
-        session, hasher, throttle, username=body.username, password=body.password, now=clock()
+        session,
+        hasher,
+        throttle,
+        revocations,
+        username=body.username,
+        password=body.password,
+        now=clock(),
     )
     issued = issuer.issue(user)
     return TokenOut(access_token=issued.token, expires_in=issued.expires_in)

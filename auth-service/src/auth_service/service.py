@@ -123,19 +123,47 @@ class TokenIssuer:
 
 
 class Revocations(Protocol):
-    """The revocations bucket as auth-service writes it (``faas_common.revocation``)."""
+    """The revocations bucket as auth-service uses it (``faas_common.revocation``)."""
 
     async def revoke_token(self, *, jti: str, user_id: str) -> None: ...
 
     async def revoke_user(self, *, user_id: str) -> None: ...
 
+    def is_revoked(self, *, user_id: str, jti: str | None) -> bool: ...
+
 
 # --- Registration and login -------------------------------------------------------------------
 
 
+async def _live_user(
+    session: AsyncSession, revocations: Revocations, *, username: str
+) -> User | None:
+    """The account named ``username``, unless it is deleted. A row whose deletion was revoked
+    but not committed (the database failed right after the bucket was written) is deleted now:
+    its tokens are refused everywhere already, so the account is gone but for its name."""
+    user = await repository.get_by_username(session, username=username)
+    if user is None:
+        return None
+    try:
+        deleted = revocations.is_revoked(user_id=user.id, jti=None)
+    except RevocationsUnavailable:
+        return user
+    if not deleted:
+        return user
+    await repository.remove(session, user=user)
+    await session.commit()
+    return None
+
+
 async def register(
-    session: AsyncSession, hasher: PasswordHasher, *, username: str, password: str
+    session: AsyncSession,
+    hasher: PasswordHasher,
+    revocations: Revocations,
+    *,
+    username: str,
+    password: str,
 ) -> User:
+    await _live_user(session, revocations, username=username)
     password_hash = await hasher.hash(password)
     return await repository.create(session, username=username, password_hash=password_hash)
 
@@ -158,6 +186,7 @@ async def authenticate(
     session: AsyncSession,
     hasher: PasswordHasher,
     policy: ThrottlePolicy,
+    revocations: Revocations,
     *,
     username: str,
     password: str,
@@ -174,7 +203,7 @@ async def authenticate(
         await hasher.verify(password, None)
         raise InvalidCredentials()
     await _admit(session, policy, username=name, now=now)
-    user = await repository.get_by_username(session, username=name)
+    user = await _live_user(session, revocations, username=name)
     ok = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not ok:
         raise InvalidCredentials()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from fastapi import FastAPI
 
 from auth_service.config import AuthSettings
 from faas_common.revocation import RevocationsUnavailable
@@ -108,3 +109,27 @@ async def test_nothing_changes_while_revocation_is_unavailable(tmp_path: Path) -
             assert "retry-after" in response.headers
         assert (await client.get("/auth/validate", headers=bearer(token))).status_code == 200
         assert await login(client, "erin", PASSWORD)
+
+
+async def test_a_deletion_the_database_missed_is_finished_at_the_next_login(
+    auth_app: FastAPI, client: httpx.AsyncClient, user: RegisteredUser
+) -> None:
+    # The bucket says the account is deleted, but the row's deletion was never committed.
+    revocations: MemoryRevocations = auth_app.state.revocations
+    await revocations.revoke_user(user_id=user.id)
+    failed = await client.post(
+        "/auth/login", json={"username": user.username, "password": user.password}
+    )
+    assert failed.status_code == 401
+    assert failed.json()["code"] == "invalid_credentials"
+    again = await register(client, user.username)
+    assert again["id"] != user.id
+
+
+async def test_a_name_whose_account_the_database_kept_can_be_registered_again(
+    auth_app: FastAPI, client: httpx.AsyncClient, user: RegisteredUser
+) -> None:
+    revocations: MemoryRevocations = auth_app.state.revocations
+    await revocations.revoke_user(user_id=user.id)
+    again = await register(client, user.username.upper(), "a-new-password")
+    assert (again["username"], again["id"] != user.id) == (user.username, True)
