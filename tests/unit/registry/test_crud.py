@@ -11,7 +11,6 @@ from registry_service.config import RegistrySettings
 from tests.unit.registry.factories import FakeCatalog, User, function_body
 
 
-
 @pytest.fixture
 def settings(settings: RegistrySettings) -> RegistrySettings:
     # An operator-allowed loopback registry (test_create_with_every_field).
