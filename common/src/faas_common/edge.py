@@ -203,6 +203,7 @@ def uvicorn_options(limits: EdgeLimits) -> dict[str, Any]:
     (JSON logs come from the platform's logging set-up, not uvicorn's)."""
     return {
         "http": edge_protocol(limits),
+        "ws": "none",  # no route speaks WebSocket: an upgrade request is plain HTTP here
         "h11_max_incomplete_event_size": limits.max_header_bytes,
         "proxy_headers": bool(limits.forwarded_allow_ips),
         "forwarded_allow_ips": list(limits.forwarded_allow_ips),

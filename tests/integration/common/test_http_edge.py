@@ -142,6 +142,25 @@ async def test_a_head_growing_past_the_cap_answers_431_before_it_ends() -> None:
     assert_error(parse(raw), 431, "headers_too_large")
 
 
+async def test_a_malformed_request_answers_400_in_the_platforms_shape() -> None:
+    async with serving() as served:
+        answer = await served.exchange(b"NOT HTTP AT ALL\r\n\r\n")
+    assert_error(answer, 400, "bad_request")
+
+
+async def test_a_websocket_upgrade_is_served_as_plain_http() -> None:
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    async with serving() as served:
+        answer = await served.exchange(request_head("GET", "/client", upgrade))
+    assert answer is not None
+    assert (answer.status, answer.json()) == (200, {"host": "127.0.0.1"})
+
+
 # --- slow clients -----------------------------------------------------------------------------
 
 
