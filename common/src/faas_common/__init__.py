@@ -3,6 +3,7 @@
 Import the module you need: ``faas_common.contract`` (the messaging contract),
 ``faas_common.executions`` (execution records), ``faas_common.nats``, ``faas_common.settings`` and
 ``faas_common.logging`` need only pydantic and nats-py. The web helpers (``errors``, ``http``,
-``health``, ``security``) need the ``web`` extra, ``db`` the ``db`` extra; only the services that
-serve HTTP or own a database install and import them.
+``health``, ``security``) need the ``web`` extra, ``edge`` (the HTTP limits every server runs
+behind) uvicorn as well, ``db`` the ``db`` extra; only the services that serve HTTP or own a
+database install and import them.
 """
