@@ -8,6 +8,10 @@ user's functions from the database and the ``functions`` bucket (so publishers s
 Idempotent across replicas and restarts: replicas purging the same account queue behind the table
 lock and the later ones find nothing left; at every start-up the watch delivers every deletion of
 the bucket's max age again. A purge that fails (database or NATS down) is retried.
+
+Each account is purged a second time ``second_pass_delay`` seconds later: a create that was
+verified just before this replica learnt of the deletion, and committed just after the first
+pass, is deleted then.
 """
 
 from __future__ import annotations
@@ -54,16 +58,27 @@ class AccountPurger:
         catalog: FunctionCatalog,
         *,
         retry_delay: float = 5.0,
+        second_pass_delay: float = 30.0,
     ) -> None:
         self._sessions = sessions
         self._catalog = catalog
         self._retry_delay = retry_delay
+        self._second_pass_delay = second_pass_delay
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def notice(self, user_id: str) -> None:
         """``user_id``'s account is deleted (a ``RevocationList`` listener)."""
+        self._queue(user_id)
+        asyncio.get_running_loop().call_later(self._second_pass_delay, self._queue, user_id)
+
+    @property
+    def pending(self) -> frozenset[str]:
+        """Accounts waiting for a pass (a failed one, or not run yet)."""
+        return frozenset(self._pending)
+
+    def _queue(self, user_id: str) -> None:
         self._pending.add(user_id)
         self._wake.set()
 

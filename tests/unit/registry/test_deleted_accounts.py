@@ -68,3 +68,25 @@ async def test_a_deleted_accounts_functions_are_deleted_once_the_catalog_answers
             assert catalog.writes == writes
         finally:
             await purger.stop()
+
+
+async def test_a_function_created_just_after_the_deletion_goes_at_the_second_pass(
+    settings: RegistrySettings, catalog: FakeCatalog, alice: User
+) -> None:
+    async with running_app(settings, catalog) as app, client_for(app) as client:
+        purger = AccountPurger(app.state.sessionmaker, catalog, second_pass_delay=1.0)
+
+        async def alice_has_none() -> bool:
+            async with app.state.sessionmaker() as session:
+                return not await repository.list_for_owner(session, owner_id=alice.id)
+
+        purger.start()
+        try:
+            purger.notice(alice.id)
+            await wait_until(lambda: not purger.pending)
+            # A create verified before the deletion was known here, committed after the purge.
+            await create(client, alice, "late")
+            await wait_until(alice_has_none)
+            assert catalog.entries == {}
+        finally:
+            await purger.stop()
