@@ -211,13 +211,13 @@ def parse_json_body(raw: bytes) -> Any:
     """A request body read by hand, parsed as JSON; invalid JSON is the usual 422."""
     try:
         return json.loads(raw, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body",), "msg": "Invalid JSON", "input": ""}]
         ) from exc
     except (ValueError, RecursionError) as exc:
-        # Nesting too deep, an integer with thousands of digits: FastAPI answers these with a
-        # 400 when it parses the body itself; so do we.
+        # Not UTF-8 text, nesting too deep, an integer with thousands of digits: FastAPI
+        # answers these with a 400 when it parses the body itself; so do we.
         raise BadRequest("There was an error parsing the body") from exc
 
 
