@@ -9,6 +9,7 @@ import socket
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from faas_common.contract import DUPLICATE_WINDOW_SECONDS
 from faas_common.settings import CommonSettings
 
 NATS_MAX_PAYLOAD = 1_048_576
@@ -64,9 +65,12 @@ class SpawnerSettings(CommonSettings):
     answers again: a spawner without an engine fetches no jobs)."""
     fetch_timeout: float = Field(1.0, gt=0)
     """Seconds one fetch waits for jobs; also bounds how long a stop waits for the fetch."""
-    fair_share_max_defer_seconds: float = Field(30.0, ge=0, le=3600)
+    fair_share_max_defer_seconds: float = Field(DUPLICATE_WINDOW_SECONDS, ge=0, le=3600)
     """How long, from its first deferral, a job may be handed back so that users below their
-    fair share of the running slots go first (0: no fair share, jobs run in arrival order)."""
+    fair share of the running slots go first (0: no fair share, jobs run in arrival order).
+    The default is the longest a job can wait to start (the stream's duplicate window, which
+    every queue timeout fits in): while other users wait below their share, a user above it
+    never jumps ahead of them."""
     fair_share_delay_seconds: float = Field(1.0, gt=0, le=60)
     """How long a job handed back for the fair share stays out of the queue."""
     load_interval_seconds: float = Field(1.0, gt=0, le=60)

@@ -18,10 +18,12 @@ every slot while another user's call waits behind them. Instead:
   job handler subtracts these from the message's delivery count: only failed deliveries count
   against ``SPAWNER_MAX_DELIVER``. The shared consumer's own ``max_deliver`` has room for every
   deferral a job can get (``SpawnerSettings.consumer_max_deliver``);
-- a job is deferred at most ``SPAWNER_FAIR_SHARE_MAX_DEFER_SECONDS`` from its first deferral,
-  and whenever the bucket or the stream cannot be read the job simply starts: fairness is never
-  a reason for a job to fail or to wait past that bound (say a waiting user's job is held by a
-  spawner that died, until its ack wait).
+- a job is deferred at most ``SPAWNER_FAIR_SHARE_MAX_DEFER_SECONDS`` from its first deferral
+  (by default the stream's duplicate window, longer than any queue timeout: in practice the
+  job's own start deadline ends it first), and whenever the bucket or the stream cannot be read
+  the job simply starts: fairness is never a reason for a job to fail. A waiting user's job
+  that nobody can fetch for a while (held by a spawner that died, until its ack wait) holds
+  the others back only that long.
 
 Jobs already running are never stopped: a user who took every slot while alone keeps them until
 their calls end; each slot freed then goes to the users below their share.

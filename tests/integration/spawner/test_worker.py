@@ -483,8 +483,8 @@ async def test_the_stream_limits_refuse_a_publish_when_full(
     js = nc.jetstream()
     consumer = await js.consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
     assert consumer.config.ack_wait == 10.0
-    # 3 failed deliveries, plus room for the fair-share hand-backs (30 s at 1 s), which are none.
-    assert consumer.config.max_deliver == 3 + 31
+    # 3 failed deliveries, plus room for the fair-share hand-backs (900 s at 1 s), none here.
+    assert consumer.config.max_deliver == 3 + 901
     assert consumer.config.filter_subject == "faas.exec.>"
     stream = await js.stream_info(EXECUTIONS_STREAM)
     assert stream.config.max_age == 3600.0
@@ -635,9 +635,9 @@ async def test_a_spawner_with_other_consumer_settings_says_so_and_updates_them(
     assert same == []
     [warning] = other
     assert "ack_wait 10.0 -> 20.0" in warning
-    assert "max_deliver 34 -> 36" in warning  # SPAWNER_MAX_DELIVER plus the fair-share room
+    assert "max_deliver 904 -> 906" in warning  # SPAWNER_MAX_DELIVER plus the fair-share room
     consumer = await nc.jetstream().consumer_info(EXECUTIONS_STREAM, SPAWNER_CONSUMER)
-    assert (consumer.config.ack_wait, consumer.config.max_deliver) == (20.0, 36)
+    assert (consumer.config.ack_wait, consumer.config.max_deliver) == (20.0, 906)
 
 
 @pytest.mark.docker
