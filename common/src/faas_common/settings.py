@@ -67,7 +67,6 @@ class CommonSettings(BaseSettings):
     jwt_issuer: str = Field("faas-auth", validation_alias=_alias("JWT_ISSUER"))
     jwt_consumer_key: str = Field("faas-platform", validation_alias=_alias("JWT_CONSUMER_KEY"))
     max_body_bytes: int = Field(1_048_576, ge=1024, validation_alias=_alias("MAX_BODY_BYTES"))
-    max_in_flight: int = Field(100, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT"))
     max_header_bytes: int = Field(
         16_384, ge=1024, le=1_048_576, validation_alias=_alias("MAX_HEADER_BYTES")
     )
@@ -83,6 +82,7 @@ class CommonSettings(BaseSettings):
     forwarded_allow_ips: str = Field("127.0.0.1", validation_alias=_alias("FORWARDED_ALLOW_IPS"))
     """Comma-separated addresses or networks of the proxies whose ``X-Forwarded-For`` is
     believed (empty: nobody's; ``*``: everybody's)."""
+    max_in_flight: int = Field(100, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT"))
     """Cluster-wide limit of activations queued or running (the EXECUTIONS stream's max_msgs)."""
     max_in_flight_per_user: int = Field(
         20, ge=1, le=1_000_000, validation_alias=_alias("MAX_IN_FLIGHT_PER_USER")
@@ -121,7 +121,6 @@ class CommonSettings(BaseSettings):
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
 
-    @property
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _proxy_addresses(cls, value: str) -> str:
@@ -144,6 +143,7 @@ class CommonSettings(BaseSettings):
         """``FORWARDED_ALLOW_IPS`` as a list of addresses and networks."""
         return tuple(_split_list(self.forwarded_allow_ips))
 
+    @property
     def retry_budget(self) -> RetryBudget:
         return RetryBudget(total=self.nats_retry_seconds, attempt=self.nats_attempt_seconds)
 
