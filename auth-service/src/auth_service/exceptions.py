@@ -58,4 +58,4 @@ class TokenNotRevocable(BadRequest):
 
 class RevocationUnavailable(DependencyUnavailable):
     code = "revocation_unavailable"
-    detail = "Token revocation (NATS) is unavailable: nothing was changed"
+    detail = "Token revocation (NATS) is unavailable: try again"

@@ -49,6 +49,7 @@ async def open_nats_revocations(settings: AuthSettings, stack: AsyncExitStack) -
     )
     stack.push_async_callback(drain_nats, nc)
     revocations = await open_revocations(
+        nc,
         nc.jetstream(),
         stack,
         replicas=settings.nats_replicas,

@@ -83,9 +83,9 @@ _LOGIN_ERRORS = merge(
 )
 _REVOCATION = error_response(
     503,
-    "Token revocation (NATS) or the database is unavailable: nothing was changed",
+    "Token revocation (NATS) or the database is unavailable: try again",
     code="revocation_unavailable",
-    detail="Token revocation (NATS) is unavailable: nothing was changed",
+    detail="Token revocation (NATS) is unavailable: try again",
 )
 _LOGOUT_ERRORS = merge(
     AUTHENTICATED,

@@ -32,6 +32,7 @@ from datetime import timedelta
 from typing import cast
 
 import nats.errors
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from pydantic import ValidationError
@@ -106,8 +107,10 @@ class RevocationList:
         budget: RetryBudget | None = None,
         restart_delay: float = 1.0,
         clock: Callable[[], float] = time.time,
+        connected: Callable[[], bool] = lambda: True,
     ) -> None:
         self._kv = kv
+        self._connected = connected
         self._budget = budget or RetryBudget()
         self._restart_delay = restart_delay
         self._clock = clock
@@ -147,10 +150,16 @@ class RevocationList:
         data = revocation.model_dump_json().encode()
 
         async def put(_: int) -> None:
+            # While reconnecting, nats-py buffers a publish and sends it once connected: a write
+            # that failed would land later. Refuse it at once instead.
+            if not self._connected():
+                raise RevocationsUnavailable("not connected to NATS")
             await self._kv.put(key, data)
 
         try:
             await retrying(put, self._budget, what="revocation write")
+        except RevocationsUnavailable:
+            raise
         except NATS_ERRORS as exc:
             raise RevocationsUnavailable("the token revocation list cannot be written") from exc
         self._record(self._snapshot, key, revocation.revoked_at)
@@ -226,6 +235,7 @@ def _revoked_at(entry: KeyValue.Entry) -> float | None:
 
 
 async def open_revocations(
+    nc: NATS,
     js: JetStreamContext,
     stack: AsyncExitStack,
     *,
@@ -242,7 +252,7 @@ async def open_revocations(
         ttl=timedelta(seconds=REVOCATION_MAX_AGE_SECONDS),
         max_bytes=max_bytes,
     )
-    revocations = RevocationList(kv, budget=budget)
+    revocations = RevocationList(kv, budget=budget, connected=lambda: nc.is_connected)
     await revocations.start(wait=wait)
     stack.push_async_callback(revocations.stop)
     return revocations

@@ -108,7 +108,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     stack.push_async_callback(catalog.stop)
     on_reconnect.append(catalog.rebuild)
     revocations = await open_revocations(
-        js, stack, replicas=settings.nats_replicas, budget=budget, wait=settings.nats_timeout
+        nc, js, stack, replicas=settings.nats_replicas, budget=budget, wait=settings.nats_timeout
     )
     on_reconnect.append(revocations.rebuild)
 

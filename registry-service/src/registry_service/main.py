@@ -94,7 +94,7 @@ def create_app(
                 )
                 function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)
                 revocations = await open_revocations(
-                    js, stack, replicas=settings.nats_replicas, budget=settings.retry_budget
+                    nc, js, stack, replicas=settings.nats_replicas, budget=settings.retry_budget
                 )
                 on_reconnect.append(revocations.rebuild)
                 verifier.honour(revocations)

@@ -6,6 +6,7 @@ same name is a new user who cannot read the old account's execution records."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from nats.js.errors import KeyNotFoundError
 from faas_common.contract import FUNCTIONS_BUCKET, ExecutionRecord, function_key
 from registry_service import repository
 from registry_service.main import create_app as create_registry_app
+from tests.support.nats_server import NatsServer
 from tests.unit.auth import factories as auth
 from tests.unit.publisher.factories import make_settings as publisher_settings
 from tests.unit.publisher.factories import running_app as running_publisher
@@ -156,3 +158,33 @@ async def test_a_deleted_account_is_gone_everywhere(platform: Platform, nats_url
         f"/publisher/executions/{execution_id}", headers=auth.bearer(new_token)
     )
     assert foreign.status_code == 404
+
+
+async def test_the_last_snapshot_holds_while_nats_is_down(
+    platform: Platform, nats_server: NatsServer
+) -> None:
+    name = auth.unique_username("nat")
+    await auth.register(platform.auth, name)
+    revoked, kept = await auth.login(platform.auth, name), await auth.login(platform.auth, name)
+    assert (
+        await platform.auth.post("/auth/logout", headers=auth.bearer(revoked))
+    ).status_code == 204
+    await refused_everywhere(platform, revoked)
+
+    await asyncio.to_thread(nats_server.stop)
+    try:
+        # The registry lists functions from its database: it keeps serving, with the snapshot.
+        refused = await platform.registry.get("/registry/functions", headers=auth.bearer(revoked))
+        assert refused.json() == REVOKED
+        listed = await platform.registry.get("/registry/functions", headers=auth.bearer(kept))
+        assert listed.status_code == 200
+        # Nothing can be revoked meanwhile, and nothing changes.
+        logout = await platform.auth.post("/auth/logout", headers=auth.bearer(kept))
+        assert logout.status_code == 503
+        assert logout.json()["code"] == "revocation_unavailable"
+    finally:
+        await asyncio.to_thread(nats_server.start)
+    # After the reconnect the watch reloads; the revocation is still honoured.
+    await asyncio.sleep(2.0)
+    assert set((await status_everywhere(platform, kept)).values()) == {200}
+    await refused_everywhere(platform, revoked)

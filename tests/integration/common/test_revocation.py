@@ -119,7 +119,7 @@ async def test_open_revocations_creates_the_bucket_with_the_contract_max_age(
     try:
         await _delete_bucket(js)
         async with AsyncExitStack() as stack:
-            revocations = await open_revocations(js, stack, replicas=1)
+            revocations = await open_revocations(nc, js, stack, replicas=1)
             assert revocations.loaded
             status = await (await js.key_value(REVOCATIONS_BUCKET)).status()
             assert status.ttl == REVOCATION_MAX_AGE_SECONDS
