@@ -144,3 +144,18 @@ async def test_rows_nobody_used_for_a_week_are_forgotten(
     async with app.state.sessionmaker() as session:
         names = set((await session.execute(select(LoginThrottle.username))).scalars())
     assert names == {recent, new}
+
+
+async def test_an_hour_of_quiet_after_a_lockout_forgives_it(
+    client: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    name = unique_username()
+    await register(client, name)
+    await fail(client, name, 10)
+    assert_throttled(await attempt(client, name, PASSWORD), 60)
+    clock.advance(60 + 3599)
+    await fail(client, name, 10)
+    assert_throttled(await attempt(client, name, PASSWORD), 120)  # not quiet long enough
+    clock.advance(120 + 3600)
+    await fail(client, name, 10)
+    assert_throttled(await attempt(client, name, PASSWORD), 60)
