@@ -152,7 +152,8 @@ class Worker:
         described = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in differences.items())
         logger.warning(
             f"the shared consumer {SPAWNER_CONSUMER!r} had other settings: updated ({described}); "
-            "every spawner must share SPAWNER_ACK_WAIT_SECONDS and SPAWNER_MAX_DELIVER",
+            "every spawner must share SPAWNER_ACK_WAIT_SECONDS, SPAWNER_MAX_DELIVER and the "
+            "SPAWNER_FAIR_SHARE_* settings",
             extra={
                 "consumer": SPAWNER_CONSUMER,
                 "current": {name: old for name, (old, _) in differences.items()},
