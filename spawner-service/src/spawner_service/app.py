@@ -4,13 +4,18 @@ local stack, which runs one spawner inside its own process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from nats.aio.client import Client as NATS
+
 from faas_common.nats import connect_nats, drain_nats
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import DockerRuntime
+from spawner_service.runtime.image_sweep import KvImageUse, sweep_forever
 from spawner_service.worker import Worker
 
 
@@ -19,6 +24,27 @@ class RunningWorker:
     worker: Worker
     task: asyncio.Task[None]
     """Ends when the worker has stopped (after ``worker.stop()``) or failed (its exception)."""
+
+
+@asynccontextmanager
+async def image_sweep(
+    settings: SpawnerSettings, nc: NATS, runtime: DockerRuntime
+) -> AsyncIterator[None]:
+    """With ``SPAWNER_IMAGE_SWEEP_DAYS`` above 0: the runtime records its images' uses and a
+    task sweeps unused ones (at once, then hourly) until the block is left."""
+    if settings.image_sweep_days <= 0:
+        yield
+        return
+    runtime.image_use = await KvImageUse.open(nc.jetstream(), replicas=settings.nats_replicas)
+    task = asyncio.create_task(
+        sweep_forever(runtime, settings.image_sweep_days, clock=time.time), name="image-sweep"
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @asynccontextmanager
@@ -36,14 +62,15 @@ async def running_worker(settings: SpawnerSettings) -> AsyncIterator[RunningWork
             connect_timeout=settings.nats_connect_timeout,
         )
         try:
-            worker = Worker(settings, nc=nc, runtime=runtime)
-            await worker.setup()
-            task = asyncio.create_task(worker.run(), name="spawner-worker")
-            try:
-                yield RunningWorker(worker, task)
-            finally:
-                worker.stop()
-                await asyncio.wait([task])
+            async with image_sweep(settings, nc, runtime):
+                worker = Worker(settings, nc=nc, runtime=runtime)
+                await worker.setup()
+                task = asyncio.create_task(worker.run(), name="spawner-worker")
+                try:
+                    yield RunningWorker(worker, task)
+                finally:
+                    worker.stop()
+                    await asyncio.wait([task])
         finally:
             await drain_nats(nc)
     finally:

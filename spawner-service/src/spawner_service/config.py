@@ -56,6 +56,9 @@ class SpawnerSettings(CommonSettings):
     pull_connect_seconds: float = Field(30.0, gt=0)
     """Longest the engine may stay silent during a pull (reaching the registry, then between
     two progress messages) before the pull is abandoned as timed out."""
+    image_sweep_days: float = Field(0.0, ge=0)
+    """Opt-in: remove images no function has used on this engine for this many days (0: off;
+    see ``runtime/image_sweep.py`` for what "used" means)."""
     allow_network: bool = False
     """Operator opt-in: give function containers the ``network`` below instead of none."""
     network: str = "bridge"

@@ -26,6 +26,22 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     assert settings.allow_network is False
     assert settings.instance_id.endswith(f"-{os.getpid()}")
+    assert settings.shm_bytes == 16 * 1_048_576
+    assert (settings.pull_timeout_seconds, settings.pull_connect_seconds) == (300.0, 30.0)
+    assert settings.image_sweep_days == 0  # off
+
+
+def test_sandbox_and_pull_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPAWNER_SHM_BYTES", "1048576")
+    monkeypatch.setenv("SPAWNER_PULL_CONNECT_SECONDS", "5")
+    monkeypatch.setenv("SPAWNER_PULL_TIMEOUT_SECONDS", "60")
+    monkeypatch.setenv("SPAWNER_IMAGE_SWEEP_DAYS", "14")
+    settings = SpawnerSettings()
+    assert settings.shm_bytes == 1_048_576
+    assert (settings.pull_connect_seconds, settings.pull_timeout_seconds) == (5.0, 60.0)
+    assert settings.image_sweep_days == 14
+    with pytest.raises(ValidationError):
+        SpawnerSettings(shm_bytes=0)
 
 
 def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,6 +64,7 @@ from docker.utils import kwargs_from_env
 from faas_common.contract import MANAGED_LABEL
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import Outcome, RunResult, RunSpec
+from spawner_service.runtime.image_sweep import TOUCH_INTERVAL, ImageUse, ImageUseRecord
 from spawner_service.runtime.images import (
     IMAGE_NOT_FOUND,
     INVALID_REFERENCE,
@@ -650,9 +651,23 @@ class _Adoption(_Activation):
 class DockerRuntime:
     """``ContainerRuntime`` on a Docker engine (``DOCKER_HOST`` or the local socket)."""
 
-    def __init__(self, settings: SpawnerSettings, *, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: SpawnerSettings,
+        *,
+        base_url: str | None = None,
+        image_use: ImageUse | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.base_url = base_url
+        self.image_use = image_use
+        """Where the images' uses are recorded (for the image sweep); None: not recorded."""
+        self.clock = clock
+        """Epoch seconds of an image's use."""
+        self._touched: dict[str, float] = {}
+        self._touches: set[asyncio.Task[None]] = set()
+        self._engine_id: str | None = None
         self.pulls_started = 0
         """Pulls this runtime has started (one per image at a time, whatever the waiters)."""
         self._client: Any = None
@@ -829,7 +844,8 @@ class DockerRuntime:
         try:
             client = await self._connected()
             started = time.monotonic()
-            volumes = declared_volumes(await self._ensure_image(client, spec))
+            attrs = await self._ensure_image(client, spec)
+            volumes = declared_volumes(attrs)
             timings["pull"] = _ms(started)
         except EngineUnavailable as exc:
             return RunResult("runtime_unavailable", detail=str(exc), timings=timings)
@@ -844,6 +860,7 @@ class DockerRuntime:
                 },
             )
             return RunResult("image_unavailable", detail=exc.problem.detail, timings=timings)
+        self._note_use(client, str(attrs.get("Id", "")), spec.image)
         return await _Run(self, client, spec, timings, volumes).execute()
 
     async def adopt(self, spec: RunSpec) -> RunResult | None:
@@ -922,7 +939,72 @@ class DockerRuntime:
         except (TimeoutError, DockerException, OSError):
             return False
 
+    # --- image uses and the image sweep ----------------------------------------------------
+
+    async def _engine(self, client: Any) -> str:
+        """The engine's id (``docker info``): image uses are recorded per engine."""
+        if self._engine_id is None:
+            info = await self._thread(client.api.info)
+            self._engine_id = str(info["ID"])
+        return self._engine_id
+
+    def _note_use(self, client: Any, image_id: str, reference: str) -> None:
+        """Record, off the activation's path, that ``image_id`` is used (at most once per
+        ``TOUCH_INTERVAL``)."""
+        now = self.clock()
+        last = self._touched.get(image_id)
+        if self.image_use is None or not image_id or (last and now - last < TOUCH_INTERVAL):
+            return
+        self._touched[image_id] = now
+        record = ImageUseRecord(image_id=image_id, reference=reference, last_used=now)
+        task = asyncio.create_task(self._touch(client, self.image_use, record))
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
+
+    async def _touch(self, client: Any, image_use: ImageUse, record: ImageUseRecord) -> None:
+        try:
+            await image_use.touch(await self._engine(client), record)
+        except Exception as exc:
+            self._touched.pop(record.image_id, None)  # the next use tries again
+            logger.warning(
+                "cannot record an image's use",
+                extra={"image": record.reference, "error": repr(exc)},
+            )
+
+    async def sweep_images(self, now: float, unused_for: float) -> int:
+        """Remove the images recorded as used on this engine whose last use is more than
+        ``unused_for`` seconds before ``now``; how many were removed."""
+        if self.image_use is None:
+            return 0
+        client = await self._connected()
+        engine = await self._engine(client)
+        removed = 0
+        for record in await self.image_use.records(engine):
+            if record.last_used <= now - unused_for:
+                removed += await self._remove_image(client, engine, self.image_use, record)
+        return removed
+
+    async def _remove_image(
+        self, client: Any, engine: str, image_use: ImageUse, record: ImageUseRecord
+    ) -> bool:
+        extra = {"image": record.reference, "image_id": record.image_id}
+        try:
+            await self._thread(client.api.remove_image, record.image_id, force=False)
+        except NotFound:
+            removed = False  # gone already (another spawner, an operator): forgotten
+        except APIError as exc:  # 409: a container uses it, or other tags name it
+            logger.info("unused image kept", extra={**extra, "error": _explain(exc)})
+            return False
+        else:
+            removed = True
+            logger.info("removed unused image", extra={**extra, "last_used": record.last_used})
+        self._touched.pop(record.image_id, None)
+        await image_use.forget(engine, record.image_id)
+        return removed
+
     async def close(self) -> None:
+        if self._touches:  # uses being recorded: a moment to finish
+            await asyncio.wait(set(self._touches), timeout=PING_TIMEOUT)
         self._closed = True
         clients = (self._client, self._ping_client)
         self._client = self._ping_client = None
