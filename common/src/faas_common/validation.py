@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AfterValidator, BeforeValidator, Strict
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from faas_common.contract import ID_PATTERN
 
@@ -110,7 +110,23 @@ def _check_image_reference(reference: str) -> str:
     return reference
 
 
-ImageReference = Annotated[str, AfterValidator(_check_image_reference)]
+_PORT = r"(?::[0-9]+)?"
+_REGISTRY = (
+    rf"(?:localhost{_PORT}|{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})+{_PORT}"
+    rf"|{_DOMAIN_COMPONENT}:[0-9]+|{_IPV6}{_PORT})"
+)
+IMAGE_REFERENCE_PATTERN = (
+    rf"^(?:{_REGISTRY}/)?{_PATH.pattern}(?::{_TAG.pattern})?(?:@{_DIGEST.pattern})?$"
+)
+"""The grammar above as one regular expression for the OpenAPI documents (JSON Schema's
+``pattern``). It accepts every reference ``parse_image_reference`` accepts; the parser alone also
+checks the name's length and that a first component with a ``.`` is a valid host."""
+
+ImageReference = Annotated[
+    str,
+    AfterValidator(_check_image_reference),
+    Field(json_schema_extra={"pattern": IMAGE_REFERENCE_PATTERN}),
+]
 """A ``str`` field that must be a valid Docker image reference (pydantic type)."""
 
 
@@ -120,6 +136,7 @@ def _integral(value: object) -> object:
     return value
 
 
-StrictInteger = Annotated[int, BeforeValidator(_integral), Strict()]
-"""An ``int`` field as JSON Schema's ``integer``: ``135`` and ``135.0`` are 135; ``135.5``,
-``"135"`` and ``true`` are refused (pydantic type)."""
+IntegralNumber = BeforeValidator(_integral)
+"""Makes a strict ``int`` field JSON Schema's ``integer``: ``135`` and ``135.0`` are 135; ``135.5``,
+``"135"`` and ``true`` are refused. Put it last, after the field's constraints, so that they stay
+in the JSON schema: ``Annotated[int, Field(strict=True, ge=1), IntegralNumber]``."""

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from faas_common.validation import FUNCTION_NAME_PATTERN, ImageReference, StrictInteger
+from faas_common.validation import FUNCTION_NAME_PATTERN, ImageReference, IntegralNumber
 from registry_service.service import FunctionChanges
 
 NAME_PATTERN = FUNCTION_NAME_PATTERN
@@ -52,15 +52,34 @@ Image = Annotated[
     ImageReference,
     Field(description="Docker image reference", examples=["library/python:3.11-slim"]),
 ]
-TimeoutSeconds = Annotated[StrictInteger, Field(ge=1, le=900, description="1-900 seconds")]
-MemoryMb = Annotated[StrictInteger, Field(ge=16, le=4096, description="16-4096 MiB")]
+TimeoutSeconds = Annotated[
+    int, Field(strict=True, ge=1, le=900, description="1-900 seconds"), IntegralNumber
+]
+MemoryMb = Annotated[
+    int, Field(strict=True, ge=16, le=4096, description="16-4096 MiB"), IntegralNumber
+]
 EnvName = Annotated[str, StringConstraints(max_length=256, pattern=ENV_NAME_PATTERN)]
 EnvValue = Annotated[str, StringConstraints(max_length=4096), NoNul]
+
+
+def _names_as_property_names(schema: JsonDict) -> None:
+    """Every key must be a variable name: ``propertyNames``, not ``patternProperties`` (which
+    would let any other key through)."""
+    by_pattern = schema.pop("patternProperties", None)
+    if not isinstance(by_pattern, dict) or len(by_pattern) != 1:
+        return
+    ((pattern, value_schema),) = by_pattern.items()
+    names = schema.get("propertyNames")
+    schema["propertyNames"] = {**(names if isinstance(names, dict) else {}), "pattern": pattern}
+    schema["additionalProperties"] = value_schema
+
+
 Env = Annotated[
     dict[EnvName, EnvValue],
     Field(
         max_length=MAX_ENV_ENTRIES,
         description=f"At most {MAX_ENV_ENTRIES} variables; names match {ENV_NAME_PATTERN}",
+        json_schema_extra=_names_as_property_names,
     ),
 ]
 

@@ -60,5 +60,11 @@ async def test_other_numbers_are_refused(
 async def test_the_document_says_integer(client: httpx.AsyncClient) -> None:
     document = (await client.get("/registry/openapi.json")).json()
     schema = document["components"]["schemas"]["FunctionCreate"]["properties"]
-    assert schema["timeout_seconds"]["type"] == "integer"
-    assert schema["memory_mb"]["type"] == "integer"
+    assert (
+        schema["timeout_seconds"] | {"minimum": 1, "maximum": 900, "type": "integer"}
+        == (schema["timeout_seconds"])
+    )
+    assert (
+        schema["memory_mb"] | {"minimum": 16, "maximum": 4096, "type": "integer"}
+        == (schema["memory_mb"])
+    )
