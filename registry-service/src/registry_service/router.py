@@ -210,21 +210,30 @@ NameQuery = Annotated[
         description="The function's name, when the request has no JSON body naming it",
     ),
 ]
+_NAME_OBJECT = {
+    key: value for key, value in NameBody.model_json_schema().items() if key != "required"
+}
 _OPTIONAL_NAME_BODY: dict[str, Any] = {
     "requestBody": {
         "required": False,
-        "description": 'Optional `{"name": ...}`; takes precedence over `?name=`',
-        "content": {"application/json": {"schema": NameBody.model_json_schema()}},
+        "description": 'Optional: a JSON object; its `"name"` takes precedence over `?name=`',
+        "content": {"application/json": {"schema": _NAME_OBJECT}},
     }
 }
 
 
 async def _alias_name(request: Request, query_name: str | None) -> str:
-    """The function name of ``retrieve``/``delete``: the JSON body's ``name``, else ``?name=``."""
+    """The function name of ``retrieve``/``delete``: the JSON body's ``name``, else ``?name=``.
+
+    A body, when there is one, is a JSON object (anything else is a 422, not ignored)."""
     raw = await request.body()
     data: Any = None
     if raw.strip():
         data = parse_json_body(raw)
+        if not isinstance(data, dict):
+            raise RequestValidationError(
+                [{"type": "dict_type", "loc": ("body",), "msg": "Input should be a JSON object"}]
+            )
     if isinstance(data, dict) and "name" in data:
         return validate_body(NameBody, data).name
     if query_name is not None:
