@@ -526,7 +526,8 @@ def test_an_image_that_cannot_be_pulled_is_502_image_unavailable(alice: User, sh
     record = body["execution"]
     assert record["status"] == "failed"
     assert record["error"] == "image_unavailable"
-    assert MISSING_IMAGE in record["detail"]
+    # A fixed sentence: the engine's text (it quotes the registry host) never reaches a user.
+    assert record["detail"] == "The image's registry could not be reached (registry_unreachable)"
     still_serves(alice, sh)
 
 
