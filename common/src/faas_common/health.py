@@ -30,6 +30,7 @@ def health_router(
             "A dependency is unavailable (each check's outcome under checks)",
             code="not_ready",
             detail="A dependency is unavailable",
+            headers={},
         ),
     )
     async def ready() -> JSONResponse:

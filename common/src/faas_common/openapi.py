@@ -8,12 +8,14 @@ FastAPI's list under ``detail``). Routes declare the statuses they can answer wi
     PARAMETERS      422                  a route with path, query or header parameters
     AUTHENTICATED   401 503              a bearer token is verified (503: signing keys unreachable)
 
-plus ``error_response(status, ...)`` for a route's own statuses (404, 409, ...).
+plus ``error_response(status, ...)`` for a route's own statuses (404, 409, ...). Every 401 declares
+``WWW-Authenticate``, every 429 and 503 ``Retry-After`` (``STANDARD_HEADERS``).
 ``create_service_app`` applies ``EVERY_ROUTE`` to each route of a service.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,15 +35,43 @@ class ErrorBody(BaseModel):
 
 
 def error_response(
-    status: int, description: str, *, code: str, detail: str, model: type[BaseModel] = ErrorBody
+    status: int,
+    description: str,
+    *,
+    code: str,
+    detail: str,
+    model: type[BaseModel] = ErrorBody,
+    headers: Mapping[str, str] | None = None,
 ) -> Responses:
-    """One documented error status: its description, schema and an example body."""
+    """One documented error status: its description, schema, an example body and its headers
+    (by default the ones every error of that status carries, see ``standard_headers``)."""
     return {
         status: {
             "description": description,
             "model": model,
             "content": {"application/json": {"example": {"detail": detail, "code": code}}},
+            "headers": header_objects(standard_headers(status) if headers is None else headers),
         }
+    }
+
+
+STANDARD_HEADERS = {
+    401: {"WWW-Authenticate": "Bearer"},
+    429: {"Retry-After": "Seconds to wait before trying again"},
+    503: {"Retry-After": "Seconds to wait before trying again"},
+}
+"""The headers ``faas_common.errors`` puts on every error of these statuses."""
+
+
+def standard_headers(status: int) -> Mapping[str, str]:
+    return STANDARD_HEADERS.get(status, {})
+
+
+def header_objects(headers: Mapping[str, str]) -> dict[str, Any]:
+    """OpenAPI header objects: each header always sent, with its description."""
+    return {
+        name: {"description": description, "required": True, "schema": {"type": "string"}}
+        for name, description in headers.items()
     }
 
 

@@ -10,7 +10,15 @@ from fastapi.responses import JSONResponse
 from faas_common.contract import ExecutionRecord
 from faas_common.errors import ServiceError
 from faas_common.logging import request_id_var
-from faas_common.openapi import AUTHENTICATED, JSON_BODY, PARAMETERS, error_response, merge
+from faas_common.openapi import (
+    AUTHENTICATED,
+    JSON_BODY,
+    PARAMETERS,
+    error_response,
+    header_objects,
+    merge,
+    standard_headers,
+)
 from faas_common.security import CurrentUser
 from faas_common.validation import FUNCTION_NAME_PATTERN
 from publisher_service.config import MAX_HISTORY_LIMIT
@@ -62,12 +70,29 @@ def _error(status_code: int, description: str, code: str, detail: str) -> dict[i
 
 
 def _activation_error(status_code: int, description: str) -> dict[int | str, Any]:
-    return {status_code: {"description": description, "model": ActivationErrorBody}}
+    return {
+        status_code: {
+            "description": description,
+            "model": ActivationErrorBody,
+            "headers": header_objects(standard_headers(status_code)),
+        }
+    }
 
 
+_SERVER_TIMING = "Phase timings in milliseconds: queue, pull, create, start, run, remove, total"
 _PUBLISH_RESPONSES: dict[int | str, Any] = {
-    200: {"description": "Sync: the function succeeded", "model": ExecutionRecord},
-    202: {"description": "Async: accepted, poll status_url", "model": PublishAccepted},
+    200: {
+        "description": "Sync: the function succeeded",
+        "model": ExecutionRecord,
+        "headers": header_objects({"Server-Timing": _SERVER_TIMING}),
+    },
+    202: {
+        "description": "Async: accepted, poll status_url",
+        "model": PublishAccepted,
+        "headers": header_objects(
+            {"Location": "The execution's status_url", "Server-Timing": _SERVER_TIMING}
+        ),
+    },
     **AUTHENTICATED,
     **JSON_BODY,
     **_error(

@@ -136,3 +136,29 @@ def test_every_error_has_the_error_schema(
             example = response["content"]["application/json"].get("example")
             if example is not None:
                 assert {"detail", "code"} <= set(example), (key, status)
+
+
+def declared_headers(response: dict[str, Any]) -> set[str]:
+    return {name for name, header in response.get("headers", {}).items() if header["required"]}
+
+
+@pytest.mark.parametrize("service", sorted(EXPECTED))
+def test_errors_declare_the_headers_they_carry(
+    service: str, documents: dict[str, dict[str, Any]]
+) -> None:
+    """401 carries WWW-Authenticate; 429 and 503 carry Retry-After (except readiness's 503)."""
+    for (method, path), operation in operations(documents[service]).items():
+        responses = operation["responses"]
+        if "401" in responses:
+            assert "WWW-Authenticate" in declared_headers(responses["401"]), (method, path)
+        for status in ("429", "503"):
+            if status in responses and not path.endswith("/ready"):
+                assert "Retry-After" in declared_headers(responses[status]), (method, path, status)
+
+
+def test_an_activation_declares_its_timing_and_location(
+    documents: dict[str, dict[str, Any]],
+) -> None:
+    responses = documents["publisher"]["paths"]["/publisher/publish"]["post"]["responses"]
+    assert declared_headers(responses["200"]) == {"Server-Timing"}
+    assert declared_headers(responses["202"]) == {"Location", "Server-Timing"}
