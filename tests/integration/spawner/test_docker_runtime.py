@@ -105,6 +105,7 @@ async def test_an_image_without_entrypoint_fails_to_run_the_argument(
     result = await runtime.run(spec("print(1)", image=python_base))
     assert result.outcome == "function_failed"
     assert result.exit_code == 127
+    assert result.detail == "exited with status 127"
 
 
 # --- limits -----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import requests
+from docker.errors import APIError
 
 from tests.unit.spawner.scripted_docker import LOST, RuntimeOver, spec
 
@@ -132,8 +133,7 @@ async def test_an_engine_failure_after_the_start_ends_the_activation(
     result = await runtime_over(api).run(spec())
     assert result.outcome == "runtime_unavailable"
     assert result.started is True
-    assert result.detail is not None
-    assert "while the function ran" in result.detail
+    assert result.detail == "the Docker engine failed while the function ran"  # not the SDK's
     assert api.calls[-1] == "remove_container"
 
 
@@ -158,3 +158,17 @@ async def test_a_function_that_closes_its_output_and_keeps_running_still_times_o
     assert result.outcome == "timed_out"
     assert 1.0 <= time.monotonic() - started < 4.5  # the timeout plus the grace, not the wait
     assert "kill" in api.calls
+
+
+async def test_a_start_the_engine_refuses_reads_a_sentence_of_ours(
+    runtime_over: RuntimeOver,
+) -> None:
+    refused = APIError('OCI runtime create failed: open /var/lib/docker/overlay2/x: "secret"')
+    api = ScriptedApi(fail={"start": refused}, exit_after=0.05)
+    result = await runtime_over(api).run(spec())
+    assert result.outcome == "function_failed"
+    assert result.detail == (
+        "the container could not start (its entrypoint cannot be executed, or the engine "
+        "refused it)"
+    )
+    assert api.calls[-1] == "remove_container"

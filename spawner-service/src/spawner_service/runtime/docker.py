@@ -131,6 +131,13 @@ def _explain(exc: BaseException) -> str:
     return str(explanation or exc)
 
 
+def _said(sentence: str, exc: BaseException) -> str:
+    """``sentence`` for the record; what the engine (or the connection to it) said goes to the
+    log only: it can name hosts, sockets and whatever a registry host replied."""
+    logger.warning(sentence, extra={"error": _explain(exc), "error_type": type(exc).__name__})
+    return sentence
+
+
 def _engine_down(exc: BaseException) -> bool:
     """Connection-level failures (requests' errors are ``OSError``s; API errors are answers)."""
     return isinstance(exc, OSError) and not isinstance(exc, APIError)
@@ -414,11 +421,12 @@ class _Run(_Activation):
             except APIError as exc:
                 return RunResult(
                     "function_failed",
-                    detail=f"the container could not be created: {_explain(exc)}",
+                    detail=_said("the container could not be created", exc),
                     timings=self.timings,
                 )
             except (DockerException, OSError) as exc:
-                return RunResult("runtime_unavailable", detail=str(exc), timings=self.timings)
+                detail = _said("the Docker engine failed while creating the container", exc)
+                return RunResult("runtime_unavailable", detail=detail, timings=self.timings)
             self.timings["create"] = _ms(started)
             return await self._attach_start_wait()
         finally:
@@ -441,9 +449,11 @@ class _Run(_Activation):
                 _close_attach(attached)
             raise
         except APIError as exc:
-            return RunResult("function_failed", detail=_explain(exc), timings=self.timings)
+            detail = _said("the engine could not attach to the container's output", exc)
+            return RunResult("function_failed", detail=detail, timings=self.timings)
         except OSError as exc:
-            return RunResult("runtime_unavailable", detail=str(exc), timings=self.timings)
+            detail = _said("the Docker engine failed while attaching to the container", exc)
+            return RunResult("runtime_unavailable", detail=detail, timings=self.timings)
         stop = threading.Event()
         reader = self._thread(_pump, sock, self.capture, stop)
         try:
@@ -466,14 +476,18 @@ class _Run(_Activation):
             return RunResult(
                 "function_failed",
                 exit_code=exit_code or None,
-                detail=f"the container could not start: {_explain(exc)}",
+                detail=_said(
+                    "the container could not start (its entrypoint cannot be executed, or the "
+                    "engine refused it)",
+                    exc,
+                ),
                 timings=self.timings,
             )
         except OSError as exc:
             # The request may have reached the engine: the function may be running. Not retried.
             return RunResult(
                 "runtime_unavailable",
-                detail=f"the Docker engine failed while starting the container: {exc}",
+                detail=_said("the Docker engine failed while starting the container", exc),
                 timings=self.timings,
                 started=True,
             )
@@ -514,7 +528,7 @@ class _Run(_Activation):
             return RunResult(
                 "runtime_unavailable",
                 stderr_tail=self.capture.stderr_tail,
-                detail=f"the Docker engine failed while the function ran: {_explain(exc)}",
+                detail=_said("the Docker engine failed while the function ran", exc),
                 timings=self.timings,
                 started=True,
             )
@@ -560,7 +574,7 @@ class _Adoption(_Activation):
         except NotFound:
             return self._lost("the container disappeared before its result was collected")
         except (APIError, OSError) as exc:
-            return self._lost(f"the Docker engine failed while adopting the container: {exc}")
+            return self._lost(_said("the Docker engine failed while adopting the container", exc))
         finally:
             await self._remove()
 
@@ -719,7 +733,9 @@ class DockerRuntime:
                     try:
                         self._client = await self._thread(self._make_client)
                     except (DockerException, OSError) as exc:
-                        raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+                        raise EngineUnavailable(
+                            _said("cannot reach the Docker engine", exc)
+                        ) from exc
         return self._client
 
     # --- images ---------------------------------------------------------------------------
@@ -741,7 +757,7 @@ class DockerRuntime:
         try:
             return await self._thread(self._inspect_image, client, image)
         except OSError as exc:
-            raise EngineUnavailable(f"cannot reach the Docker engine: {exc}") from exc
+            raise EngineUnavailable(_said("cannot reach the Docker engine", exc)) from exc
 
     def _pull_blocking(self, client: Any, image: str) -> None:
         s = self.settings
@@ -756,7 +772,8 @@ class DockerRuntime:
             async with self._pull_threads:
                 await _daemon_thread(functools.partial(self._pull_blocking, client, image))
         except OSError as exc:
-            raise EngineUnavailable(f"the Docker engine failed during a pull: {exc}") from exc
+            sentence = _said("the Docker engine failed during a pull", exc)
+            raise EngineUnavailable(sentence) from exc
         logger.info("pulled image", extra={"image": image, "pull_ms": _ms(started)})
 
     def _shared_pull(self, client: Any, image: str) -> asyncio.Task[None]:
@@ -871,7 +888,7 @@ class DockerRuntime:
             # A previous delivery may have started the function: it is not run again.
             return RunResult(
                 "runtime_unavailable",
-                detail=f"cannot look for the container of a previous delivery: {_explain(exc)}",
+                detail=_said("cannot look for the container of a previous delivery", exc),
                 started=True,
             )
         if found is None:
