@@ -32,3 +32,16 @@ async def test_an_id_with_a_trailing_character_is_not_found(
         response = await client.get(f"/publisher/executions/abc{suffix}", headers=alice.headers)
         assert response.status_code == 404
         assert response.json()["code"] == "execution_not_found"
+
+
+async def test_a_function_name_with_a_trailing_newline_is_refused(
+    settings_for: SettingsFactory, alice: User
+) -> None:
+    async with publisher(settings_for()) as client:
+        listed = await client.get("/publisher/executions?function=hello%0A", headers=alice.headers)
+        assert listed.status_code == 422
+        published = await client.post(
+            "/publisher/publish", json={"name": "hello\n", "argument": "x"}, headers=alice.headers
+        )
+        assert published.status_code == 422
+        assert published.json()["detail"][0]["loc"] == ["body", "name"]

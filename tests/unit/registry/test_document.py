@@ -10,7 +10,7 @@ import pytest
 
 from faas_common.validation import IMAGE_REFERENCE_PATTERN
 from registry_service.schemas import ENV_NAME_PATTERN
-from tests.unit.registry.factories import User
+from tests.unit.registry.factories import User, function_body
 
 
 @pytest.fixture
@@ -42,3 +42,22 @@ async def test_an_env_name_outside_the_pattern_is_refused(
     response = await client.post("/registry/functions", json=body, headers=alice.headers)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][:3] == ["body", "env", "1BAD"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("GET", "/registry/functions/hello%0A", None),
+        ("GET", "/registry/retrieve?name=hello%0A", None),
+        ("POST", "/registry/functions", {"name": "hello\n", "image": "acme/fn:1"}),
+        ("PATCH", "/registry/functions/hello", {"name": "hello\n"}),
+    ],
+)
+async def test_a_name_with_a_trailing_newline_is_refused(
+    client: httpx.AsyncClient, alice: User, method: str, url: str, body: Any
+) -> None:
+    """The whole value must match the name pattern (``$`` is the end of the value)."""
+    await client.post("/registry/functions", json=function_body(), headers=alice.headers)
+    response = await client.request(method, url, json=body, headers=alice.headers)
+    assert response.status_code == 422
+    assert response.json()["code"] == "validation_error"
