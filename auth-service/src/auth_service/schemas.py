@@ -12,6 +12,9 @@ USERNAME_PATTERN = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
 """A Docker repository path component (the image policy uses ``<username>/...`` as a namespace):
 lowercase alphanumerics separated by ``.``, ``_``, ``__`` or runs of ``-``."""
 USERNAME_RE = re.compile(USERNAME_PATTERN)
+USERNAME_INPUT_PATTERN = r"^[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*$"
+"""What a client may send (the OpenAPI document's pattern): ``USERNAME_PATTERN`` before ASCII
+letters are folded."""
 USERNAME_MIN, USERNAME_MAX = 3, 64
 
 
@@ -41,6 +44,7 @@ class Credentials(BaseModel):
 
     username: Username = Field(
         examples=["alice"],
+        json_schema_extra={"pattern": USERNAME_INPUT_PATTERN},
         description="3-64 characters: lowercase letters and digits, separated by '.', '_', "
         "'__' or runs of '-'. Upper-case ASCII letters are folded to lowercase.",
     )
