@@ -1,11 +1,12 @@
 """The three HTTP services in one process, for a schemathesis run over their OpenAPI documents.
 
-Each app runs in schemathesis' in-process ASGI transport (its own event loop thread; lifespans
-entered once and kept until ``stop``) against a real nats-server and real PostgreSQL databases.
-Tokens come from auth-service itself (register + login, or its own issuer where a run spends a
-token per request); the publisher's user owns a function
-registered through registry-service, so activations reach the ``EXECUTIONS`` stream. A stand-in
-spawner (``FakeSpawner``, no container) answers every job in a thread of its own.
+Each app runs in schemathesis' in-process ASGI transport (an event loop thread of its own; each
+lifespan is entered once and left when the platform stops) against a real nats-server and real
+PostgreSQL databases. Tokens come from auth-service itself: a real login, or auth-service's own
+issuer where the run spends a token per request (logout, account deletion). The publisher's user
+owns a function registered through registry-service, so activations reach the ``EXECUTIONS``
+stream; a stand-in spawner (``FakeSpawner``, no container) answers every job from a thread of
+its own.
 """
 
 from __future__ import annotations
