@@ -3,7 +3,7 @@
 Every error a service answers is ``{"detail", "code"}`` (``ErrorBody``; validation errors keep
 FastAPI's list under ``detail``). Routes declare the statuses they can answer with these sets::
 
-    EVERY_ROUTE     413                  the body cap (PlatformMiddleware), whatever the route
+    EVERY_ROUTE     400 408 413 431 503  the HTTP edge and the body cap, whatever the route
     JSON_BODY       400 413 422          a route that reads a JSON body
     PARAMETERS      422                  a route with path, query or header parameters
     AUTHENTICATED   401 503              a bearer token is verified (503: signing keys unreachable)
@@ -83,12 +83,40 @@ def merge(*sets: Responses) -> Responses:
     return merged
 
 
-EVERY_ROUTE = error_response(
-    413,
-    "The request body exceeds the service's body cap",
-    code="payload_too_large",
-    detail="Request body exceeds 1048576 bytes",
+EVERY_ROUTE = merge(
+    error_response(
+        400,
+        "The request is not valid HTTP (answered by the HTTP edge)",
+        code="bad_request",
+        detail="Invalid HTTP request",
+    ),
+    error_response(
+        408,
+        "The request's head and body did not arrive within REQUEST_TIMEOUT_SECONDS",
+        code="request_timeout",
+        detail="The request did not arrive in time",
+    ),
+    error_response(
+        413,
+        "The request body exceeds the service's body cap",
+        code="payload_too_large",
+        detail="Request body exceeds 1048576 bytes",
+    ),
+    error_response(
+        431,
+        "The request's headers exceed MAX_HEADER_BYTES in total",
+        code="headers_too_large",
+        detail="Request headers exceed 16384 bytes",
+    ),
+    error_response(
+        503,
+        "The service holds MAX_CONNECTIONS open connections; see Retry-After",
+        code="too_many_connections",
+        detail="Too many open connections",
+    ),
 )
+"""What any request may be answered, before a route runs: the HTTP edge's limits
+(``faas_common.edge``) and the body cap (``PlatformMiddleware``)."""
 PARAMETERS: Responses = {
     422: {
         "description": "A parameter or the body is invalid (FastAPI's error list under detail)",
@@ -108,7 +136,8 @@ PARAMETERS: Responses = {
 JSON_BODY = merge(
     error_response(
         400,
-        "The body cannot be parsed: not UTF-8, nested too deep, a number too long",
+        "The body cannot be parsed (not UTF-8, nested too deep, a number too long), or the "
+        "request is not valid HTTP",
         code="bad_request",
         detail="There was an error parsing the body",
     ),
@@ -124,7 +153,8 @@ AUTHENTICATED = merge(
     ),
     error_response(
         503,
-        "A dependency (database, NATS, the token signing keys) is unavailable; see Retry-After",
+        "A dependency (database, NATS, the token signing keys) is unavailable, or the service "
+        "holds its maximum of open connections; see Retry-After",
         code="service_unavailable",
         detail="A dependency of this service is unavailable",
     ),
