@@ -18,9 +18,10 @@ Hierarchy (the services' own errors subclass these; ``Retry-After`` where marked
     └── GatewayTimeout        504 timed_out
 
 ``install_error_handlers(app)`` renders these, FastAPI's validation errors (422, the list kept
-under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405, ...), lost database
-connections and refused sockets (503 ``service_unavailable``) and, as a last resort, any unexpected
-exception as a JSON 500 that is logged with its traceback. Every 5xx is logged with its cause.
+under ``detail``), Starlette's HTTP errors (404 for unknown paths, 405 with an ``Allow`` naming
+every method of the path, ...), lost database connections and refused sockets (503
+``service_unavailable``) and, as a last resort, any unexpected exception as a JSON 500 that is
+logged with its traceback. Every 5xx is logged with its cause.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 logger = logging.getLogger("faas.errors")
 
@@ -201,13 +203,31 @@ def _encodable(value: Any) -> Any:
     return value
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request))
     return JSONResponse(
         error_body(exc.detail, _status_code_name(exc.status_code)),
         status_code=exc.status_code,
-        headers=exc.headers,
+        headers=headers or None,
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
 
 
 _CONNECTION_HINTS = ("connect", "connection", "too many clients", "shutting down", "timeout")

@@ -1,10 +1,11 @@
 """Schemathesis over the OpenAPI documents of auth-, registry- and publisher-service.
 
 Every operation gets its documented examples, schemathesis' coverage cases (boundaries, missing
-and wrong-typed values) and a bounded number of generated valid and invalid requests (fixed seed,
-derandomized), sent with a real token. Each response must be documented (status, content type,
-headers, body schema), none may be a server error, and a request that breaks the schema must be
-refused with a 4xx.
+and wrong-typed values, other methods) and a bounded number of generated valid and invalid
+requests (fixed seed, derandomized), sent with a real token. Each response must be documented
+(status, content type, headers, body schema), none may be a server error, a request that breaks
+the schema must be refused with a 4xx, a missing or wrong token must be refused, and a method a
+path does not serve must be a 405 whose ``Allow`` names the methods it does.
 
 Run alone: ``uv run --no-sync pytest -q tests/integration/openapi``.
 """
@@ -21,11 +22,15 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
 from schemathesis.pytest.lazy import get_all_tests
 from schemathesis.specs.openapi.checks import (
+    allow_header_conformance,
     content_type_conformance,
+    ignored_auth,
+    missing_required_header,
     negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
+    unsupported_method,
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
@@ -40,6 +45,10 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
     negative_data_rejection,
+    missing_required_header,
+    unsupported_method,
+    allow_header_conformance,
+    ignored_auth,
 ]
 BOUNDED = settings(
     max_examples=MAX_EXAMPLES,
