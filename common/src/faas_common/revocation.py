@@ -22,19 +22,15 @@ consumer without telling the client); the previous snapshot is kept until the ne
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import cast
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from faas_common.contract import (
@@ -45,6 +41,7 @@ from faas_common.contract import (
     deleted_user_key,
     revoked_token_key,
 )
+from faas_common.kvwatch import BucketWatch
 from faas_common.nats import (
     DEFAULT_BUCKET_MAX_BYTES,
     NATS_ERRORS,
@@ -55,7 +52,6 @@ from faas_common.nats import (
 
 logger = logging.getLogger("faas.revocation")
 
-_REMOVALS = frozenset({KV_DEL, KV_PURGE})
 _TOKEN_PREFIX = revoked_token_key("")
 _USER_PREFIX = deleted_user_key("")
 _PRUNE_EVERY_SECONDS = 3600.0
@@ -97,8 +93,10 @@ class _Snapshot:
                 del entries[name]
 
 
-class RevocationList:
+class RevocationList(BucketWatch[_Snapshot]):
     """The ``revocations`` bucket watched into memory; also writes entries (auth-service)."""
+
+    bucket = REVOCATIONS_BUCKET
 
     def __init__(
         self,
@@ -109,30 +107,30 @@ class RevocationList:
         clock: Callable[[], float] = time.time,
         connected: Callable[[], bool] = lambda: True,
     ) -> None:
-        self._kv = kv
+        super().__init__(kv, restart_delay=restart_delay)
         self._connected = connected
         self._budget = budget or RetryBudget()
-        self._restart_delay = restart_delay
         self._clock = clock
-        self._snapshot = _Snapshot()
-        self._loaded = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._pruned_at = clock()
         self.listeners: list[UserDeletedListener] = []
 
-    @property
-    def loaded(self) -> bool:
-        """Whether a full load finished once (until then ``is_revoked`` raises)."""
-        return self._loaded.is_set()
+    def empty(self) -> _Snapshot:
+        return _Snapshot()
+
+    def apply(self, snapshot: _Snapshot, key: str, value: bytes | None) -> None:
+        self._record(snapshot, key, None if value is None else _revoked_at(key, value))
+
+    def installed(self) -> None:
+        logger.info("revocations loaded", extra={"tokens": len(self.snapshot.tokens)})
 
     def is_revoked(self, *, user_id: str, jti: str | None) -> bool:
         if not self._loaded.is_set():
             raise RevocationsUnavailable("the token revocation list is not loaded yet")
-        snapshot = self._snapshot
+        snapshot = self.snapshot
         return user_id in snapshot.users or (jti is not None and jti in snapshot.tokens)
 
     def deleted_users(self) -> frozenset[str]:
-        return frozenset(self._snapshot.users)
+        return frozenset(self.snapshot.users)
 
     async def revoke_token(self, *, jti: str, user_id: str) -> None:
         """Refuse the token ``jti`` everywhere (here at once, elsewhere when the watch sees it)."""
@@ -162,58 +160,12 @@ class RevocationList:
             raise
         except NATS_ERRORS as exc:
             raise RevocationsUnavailable("the token revocation list cannot be written") from exc
-        self._record(self._snapshot, key, revocation.revoked_at)
-
-    async def start(self, *, wait: float = 5.0) -> None:
-        """Start watching; wait up to ``wait`` seconds for the first full load."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="revocations-watch")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), timeout=wait)
+        self._record(self.snapshot, key, revocation.revoked_at)
 
     async def rebuild(self) -> None:
         """Start a new watch; the current snapshot stays in force until its load ends."""
-        await self.stop()
-        self._task = asyncio.create_task(self._run(), name="revocations-watch")
+        await self.restart()
         logger.info("revocation list reloading after a NATS reconnect")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.warning("revocations watch failed; restarting it", exc_info=True)
-            await asyncio.sleep(self._restart_delay)
-
-    async def _watch(self) -> None:
-        watcher = await self._kv.watchall()
-        stop = cast(Callable[[], Awaitable[None]], watcher.stop)  # untyped in nats-py
-        fresh: _Snapshot | None = _Snapshot()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    if fresh is not None:
-                        self._snapshot, fresh = fresh, None
-                        self._loaded.set()
-                        logger.info(
-                            "revocations loaded", extra={"tokens": len(self._snapshot.tokens)}
-                        )
-                    continue
-                revoked_at = None if entry.operation in _REMOVALS else _revoked_at(entry)
-                self._record(fresh or self._snapshot, entry.key, revoked_at)
-        finally:
-            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                await stop()
 
     def _record(self, snapshot: _Snapshot, key: str, revoked_at: float | None) -> None:
         deleted_user = snapshot.apply(key, revoked_at)
@@ -226,11 +178,11 @@ class RevocationList:
             snapshot.prune(now)
 
 
-def _revoked_at(entry: KeyValue.Entry) -> float | None:
+def _revoked_at(key: str, value: bytes) -> float | None:
     try:
-        return Revocation.model_validate_json(entry.value or b"").revoked_at
+        return Revocation.model_validate_json(value).revoked_at
     except ValidationError:
-        logger.warning("unreadable revocation entry ignored", extra={"key": entry.key})
+        logger.warning("unreadable revocation entry ignored", extra={"key": key})
         return None
 
 

@@ -16,75 +16,61 @@ bucket's leader); only if the bucket does not answer at all is the last snapshot
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import cast
 
-import nats.errors
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from faas_common.contract import FunctionSnapshot, function_key
+from faas_common.contract import FUNCTIONS_BUCKET, FunctionSnapshot, function_key
+from faas_common.kvwatch import BucketWatch
 from faas_common.nats import NATS_ERRORS, RetryBudget, retrying
 from publisher_service.exceptions import RuntimeUnavailable
 
 logger = logging.getLogger("publisher.catalog")
 
-_REMOVALS = frozenset({KV_DEL, KV_PURGE})
 
-
-class FunctionCache:
+class FunctionCache(BucketWatch[dict[str, FunctionSnapshot]]):
     """``FunctionCatalog`` over the ``functions`` bucket (memory first, then one direct read)."""
+
+    bucket = FUNCTIONS_BUCKET
 
     def __init__(
         self, kv: KeyValue, *, budget: RetryBudget | None = None, restart_delay: float = 1.0
     ) -> None:
-        self._kv = kv
+        super().__init__(kv, restart_delay=restart_delay)
         self._budget = budget or RetryBudget()
-        self._restart_delay = restart_delay
-        self._functions: dict[str, FunctionSnapshot] = {}
         self._stale: dict[str, FunctionSnapshot] = {}
         """What the previous watch knew, while a rebuild loads the bucket again."""
-        self._loaded = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def loaded(self) -> bool:
-        """Whether the first full load finished (until then lookups read the bucket)."""
-        return self._loaded.is_set()
+    def empty(self) -> dict[str, FunctionSnapshot]:
+        return {}
+
+    def apply(self, snapshot: dict[str, FunctionSnapshot], key: str, value: bytes | None) -> None:
+        function = _parse(key, value)
+        if function is None:
+            snapshot.pop(key, None)
+        else:
+            snapshot[key] = function
+
+    def installed(self) -> None:
+        self._stale = {}
+        logger.info("functions loaded", extra={"functions": len(self.snapshot)})
 
     def __len__(self) -> int:
-        return len(self._functions)
-
-    async def start(self, *, wait: float = 5.0) -> None:
-        """Start watching; wait up to ``wait`` seconds for the first full load."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="functions-watch")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._loaded.wait(), timeout=wait)
+        return len(self.snapshot)
 
     async def rebuild(self) -> None:
         """Forget everything and load the bucket again from a new watch."""
         await self.stop()
-        self._stale, self._functions = self._functions, {}
+        self._stale, self.snapshot = self.snapshot, {}
         self._loaded.clear()
-        self._task = asyncio.create_task(self._run(), name="functions-watch")
+        await self.restart()
         logger.info("function cache rebuilt after a NATS reconnect: reloading the functions")
-
-    async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     async def resolve(self, user_id: str, name: str) -> FunctionSnapshot | None:
         key = function_key(user_id, name)
-        found = self._functions.get(key)
+        found = self.snapshot.get(key)
         if found is not None:
             return found
         # Not seen by the watcher (yet): ask the bucket. The answer is not cached; the watcher
@@ -103,44 +89,6 @@ class FunctionCache:
         except (KeyNotFoundError, KeyDeletedError):
             return None
         return _parse(key, entry.value)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("functions watch failed; restarting it")
-            await asyncio.sleep(self._restart_delay)
-
-    async def _watch(self) -> None:
-        watcher = await self._kv.watchall()
-        # nats-py leaves this one untyped.
-        stop = cast(Callable[[], Awaitable[None]], watcher.stop)
-        fresh: dict[str, FunctionSnapshot] | None = {}
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    if fresh is not None:
-                        self._functions, fresh = fresh, None
-                        self._stale = {}
-                        self._loaded.set()
-                        logger.info("functions loaded", extra={"functions": len(self._functions)})
-                    continue
-                target = fresh if fresh is not None else self._functions
-                key: str = entry.key
-                if entry.operation in _REMOVALS:
-                    target.pop(key, None)
-                    continue
-                snapshot = _parse(key, entry.value)
-                if snapshot is None:
-                    target.pop(key, None)
-                else:
-                    target[key] = snapshot
-        finally:
-            with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
-                await stop()
 
 
 def _parse(key: str, value: bytes | None) -> FunctionSnapshot | None:
