@@ -12,7 +12,8 @@ HEAVY = ("fastapi", "starlette", "sqlalchemy", "alembic", "asyncpg", "aiosqlite"
 def test_the_contract_and_the_records_load_no_web_or_database_library() -> None:
     code = (
         "import sys, faas_common.contract, faas_common.executions, faas_common.nats, "
-        "faas_common.settings, faas_common.logging, faas_common.validation, faas_common.images; "
+        "faas_common.settings, faas_common.logging, faas_common.validation, faas_common.images, "
+        "faas_common.kvwatch, faas_common.revocation; "
         f"print(sorted({{name.split('.')[0] for name in sys.modules}} & set({HEAVY!r})))"
     )
     loaded = subprocess.run(
