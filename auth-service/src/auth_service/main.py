@@ -23,7 +23,7 @@ from auth_service.service import Clock, PasswordHasher, Revocations, TokenIssuer
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import ReconnectHook, connect_nats, drain_nats
+from faas_common.nats import open_nats
 from faas_common.revocation import RevocationList, open_revocations
 from faas_common.security import RevocationCheck, TokenVerifier
 
@@ -40,24 +40,10 @@ class RevocationBackend(Revocations, RevocationCheck, Protocol):
 
 
 async def open_nats_revocations(settings: AuthSettings, stack: AsyncExitStack) -> RevocationList:
-    on_reconnect: list[ReconnectHook] = []
-    nc = await connect_nats(
-        settings.nats_servers,
-        name=SERVICE,
-        connect_timeout=settings.nats_connect_timeout,
-        on_reconnect=on_reconnect,
+    nc, on_reconnect = await open_nats(
+        stack, settings.nats_servers, name=SERVICE, connect_timeout=settings.nats_connect_timeout
     )
-    stack.push_async_callback(drain_nats, nc)
-    revocations = await open_revocations(
-        nc,
-        nc.jetstream(),
-        stack,
-        replicas=settings.nats_replicas,
-        budget=settings.retry_budget,
-        max_bytes=settings.bucket_max_bytes,
-    )
-    on_reconnect.append(revocations.rebuild)
-    return revocations
+    return await open_revocations(nc, nc.jetstream(), stack, settings, on_reconnect=on_reconnect)
 
 
 def create_app(

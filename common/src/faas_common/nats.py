@@ -163,6 +163,23 @@ async def connect_nats(
             backoff = min(backoff * 2, MAX_BACKOFF)
 
 
+async def open_nats(
+    stack: contextlib.AsyncExitStack[bool | None],
+    servers: list[str],
+    *,
+    name: str,
+    connect_timeout: float,
+) -> tuple[NATS, list[ReconnectHook]]:
+    """A service's connection for its lifespan (drained when ``stack`` closes) and the hooks it
+    runs after every reconnect (append to the list)."""
+    on_reconnect: list[ReconnectHook] = []
+    nc = await connect_nats(
+        servers, name=name, connect_timeout=connect_timeout, on_reconnect=on_reconnect
+    )
+    stack.push_async_callback(drain_nats, nc)
+    return nc, on_reconnect
+
+
 async def drain_nats(nc: NATS) -> None:
     """Drain ``nc`` (pending messages are handled, subscriptions end), then make sure it is closed.
 

@@ -42,13 +42,8 @@ from faas_common.contract import (
     revoked_token_key,
 )
 from faas_common.kvwatch import BucketWatch
-from faas_common.nats import (
-    DEFAULT_BUCKET_MAX_BYTES,
-    NATS_ERRORS,
-    RetryBudget,
-    ensure_kv,
-    retrying,
-)
+from faas_common.nats import NATS_ERRORS, ReconnectHook, RetryBudget, ensure_kv, retrying
+from faas_common.settings import CommonSettings
 
 logger = logging.getLogger("faas.revocation")
 
@@ -190,21 +185,24 @@ async def open_revocations(
     nc: NATS,
     js: JetStreamContext,
     stack: AsyncExitStack,
+    settings: CommonSettings,
     *,
-    replicas: int,
-    budget: RetryBudget | None = None,
+    on_reconnect: list[ReconnectHook],
     wait: float = 5.0,
-    max_bytes: int = DEFAULT_BUCKET_MAX_BYTES,
 ) -> RevocationList:
-    """The ``revocations`` bucket (created the first time) watched for a service's lifespan."""
+    """The ``revocations`` bucket (created the first time) watched for a service's lifespan,
+    its watch started again after every reconnect."""
     kv = await ensure_kv(
         js,
         REVOCATIONS_BUCKET,
-        replicas=replicas,
+        replicas=settings.nats_replicas,
         ttl=timedelta(seconds=REVOCATION_MAX_AGE_SECONDS),
-        max_bytes=max_bytes,
+        max_bytes=settings.bucket_max_bytes,
     )
-    revocations = RevocationList(kv, budget=budget, connected=lambda: nc.is_connected)
+    revocations = RevocationList(
+        kv, budget=settings.retry_budget, connected=lambda: nc.is_connected
+    )
     await revocations.start(wait=wait)
     stack.push_async_callback(revocations.stop)
+    on_reconnect.append(revocations.rebuild)
     return revocations

@@ -23,7 +23,7 @@ from faas_common.contract import FUNCTIONS_BUCKET, IDEMPOTENCY_BUCKET, ensure_ex
 from faas_common.executions import ExecutionStore, RecordStore
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
+from faas_common.nats import ensure_kv, open_nats
 from faas_common.revocation import open_revocations
 from faas_common.security import RevocationCheck, open_token_verifier
 from publisher_service.catalog import FunctionCache
@@ -70,14 +70,9 @@ def limits_from(settings: PublisherSettings) -> Limits:
 
 async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -> Backends:
     """The NATS adapters, their clean-up pushed on ``stack``."""
-    on_reconnect: list[ReconnectHook] = []
-    nc = await connect_nats(
-        settings.nats_servers,
-        name=SERVICE,
-        connect_timeout=settings.nats_connect_timeout,
-        on_reconnect=on_reconnect,
+    nc, on_reconnect = await open_nats(
+        stack, settings.nats_servers, name=SERVICE, connect_timeout=settings.nats_connect_timeout
     )
-    stack.push_async_callback(drain_nats, nc)
     js = nc.jetstream(timeout=settings.nats_timeout)
     await ensure_executions_stream(js, settings)
     budget = settings.retry_budget
@@ -108,9 +103,8 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     stack.push_async_callback(catalog.stop)
     on_reconnect.append(catalog.rebuild)
     revocations = await open_revocations(
-        nc, js, stack, replicas=settings.nats_replicas, budget=budget, wait=settings.nats_timeout
+        nc, js, stack, settings, on_reconnect=on_reconnect, wait=settings.nats_timeout
     )
-    on_reconnect.append(revocations.rebuild)
 
     replies = ReplyRegistry(settings.instance_id)
     await nc.subscribe(replies.wildcard, cb=replies.handle)

@@ -21,7 +21,7 @@ from faas_common.contract import FUNCTIONS_BUCKET
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.health import health_router
 from faas_common.http import create_service_app
-from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
+from faas_common.nats import ensure_kv, open_nats
 from faas_common.revocation import RevocationList, open_revocations
 from faas_common.security import open_token_verifier
 from registry_service import admission as admission_module
@@ -77,14 +77,12 @@ def create_app(
             function_catalog = catalog
             revocations: RevocationList | None = None
             if function_catalog is None:
-                on_reconnect: list[ReconnectHook] = []
-                nc = await connect_nats(
+                nc, on_reconnect = await open_nats(
+                    stack,
                     settings.nats_servers,
                     name="registry-service",
                     connect_timeout=settings.nats_connect_timeout,
-                    on_reconnect=on_reconnect,
                 )
-                stack.push_async_callback(drain_nats, nc)
                 js = nc.jetstream(timeout=settings.kv_timeout)
                 kv = await ensure_kv(
                     js,
@@ -94,9 +92,8 @@ def create_app(
                 )
                 function_catalog = NatsFunctionCatalog(nc, kv, timeout=settings.kv_timeout)
                 revocations = await open_revocations(
-                    nc, js, stack, replicas=settings.nats_replicas, budget=settings.retry_budget
+                    nc, js, stack, settings, on_reconnect=on_reconnect
                 )
-                on_reconnect.append(revocations.rebuild)
                 verifier.honour(revocations)
 
             async with sessionmaker() as session:

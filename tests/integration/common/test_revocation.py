@@ -15,8 +15,9 @@ import pytest
 from nats.js.kv import KeyValue
 
 from faas_common.contract import REVOCATION_MAX_AGE_SECONDS, REVOCATIONS_BUCKET
-from faas_common.nats import RetryBudget, connect_nats, drain_nats, ensure_kv
+from faas_common.nats import ReconnectHook, RetryBudget, connect_nats, drain_nats, ensure_kv
 from faas_common.revocation import RevocationList, RevocationsUnavailable, open_revocations
+from faas_common.settings import CommonSettings
 from tests.support.nats_server import NatsServer
 from tests.unit.registry.factories import wait_until
 
@@ -119,7 +120,11 @@ async def test_open_revocations_creates_the_bucket_with_the_contract_max_age(
     try:
         await _delete_bucket(js)
         async with AsyncExitStack() as stack:
-            revocations = await open_revocations(nc, js, stack, replicas=1)
+            hooks: list[ReconnectHook] = []
+            revocations = await open_revocations(
+                nc, js, stack, CommonSettings(), on_reconnect=hooks
+            )
+            assert hooks == [revocations.rebuild]
             assert revocations.loaded
             status = await (await js.key_value(REVOCATIONS_BUCKET)).status()
             assert status.ttl == REVOCATION_MAX_AGE_SECONDS
