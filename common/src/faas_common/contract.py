@@ -47,6 +47,10 @@ FAIR_SHARE_BUCKET = "fair_share"
 instance>`` = ``SpawnerLoad`` (its capacity and running jobs per user, rewritten every second),
 ``deferred.<execution_id>`` = ``Deferral`` (how often a job was held back for other users)."""
 
+IMAGE_USE_BUCKET = "image_use"
+"""KV bucket of the spawners' image sweep (``SPAWNER_IMAGE_SWEEP_DAYS``): ``<engine id>.<image
+id>`` = when a spawner of that engine last created a container from the image."""
+
 MSG_ID_HEADER = "Nats-Msg-Id"
 """A job's execution id: JetStream drops a second publish of it inside the duplicate window."""
 REQUEST_ID_HEADER = "X-Request-ID"

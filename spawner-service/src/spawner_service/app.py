@@ -35,7 +35,9 @@ async def image_sweep(
     if settings.image_sweep_days <= 0:
         yield
         return
-    runtime.image_use = await KvImageUse.open(nc.jetstream(), replicas=settings.nats_replicas)
+    runtime.image_use = await KvImageUse.open(
+        nc.jetstream(), replicas=settings.nats_replicas, max_bytes=settings.bucket_max_bytes
+    )
     task = asyncio.create_task(
         sweep_forever(runtime, settings.image_sweep_days, clock=time.time), name="image-sweep"
     )

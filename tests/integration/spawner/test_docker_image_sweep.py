@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NATS
 
+from faas_common.contract import IMAGE_USE_BUCKET
 from faas_common.nats import connect_nats
 from spawner_service.app import image_sweep
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import DockerRuntime
-from spawner_service.runtime.image_sweep import DAY, IMAGE_USE_BUCKET, KvImageUse
+from spawner_service.runtime.image_sweep import DAY, KvImageUse
 from tests.integration.spawner.conftest import SpecFactory, containers_of
 from tests.support.images import build, docker, image_exists
 

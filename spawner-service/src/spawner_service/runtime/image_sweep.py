@@ -26,12 +26,11 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 from pydantic import BaseModel
 
-from faas_common.nats import ensure_kv
+from faas_common.contract import IMAGE_USE_BUCKET
+from faas_common.nats import DEFAULT_BUCKET_MAX_BYTES, ensure_kv
 
 logger = logging.getLogger("spawner.images")
 
-IMAGE_USE_BUCKET = "image_use"
-"""KV bucket of image uses: key ``<engine id>.<image id>``, value ``ImageUseRecord``."""
 TOUCH_INTERVAL = 3600.0
 """A spawner records an image's use at most this often (seconds): days are what count."""
 SWEEP_INTERVAL = 3600.0
@@ -71,9 +70,14 @@ class KvImageUse:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, *, replicas: int = 1, bucket: str = IMAGE_USE_BUCKET
+        cls,
+        js: JetStreamContext,
+        *,
+        replicas: int = 1,
+        max_bytes: int = DEFAULT_BUCKET_MAX_BYTES,
+        bucket: str = IMAGE_USE_BUCKET,
     ) -> KvImageUse:
-        return cls(await ensure_kv(js, bucket, replicas=replicas))
+        return cls(await ensure_kv(js, bucket, replicas=replicas, max_bytes=max_bytes))
 
     @staticmethod
     def _key(engine_id: str, image_id: str) -> str:
