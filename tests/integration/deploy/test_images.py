@@ -39,6 +39,7 @@ from tests.support.base_images import (
     without_digest,
 )
 from tests.support.images import docker, image_exists
+from tests.support.nats_server import find_nats_server
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN_LABEL = "faas.test.deploy-run"
@@ -363,28 +364,37 @@ def test_healthcheck_tells_healthy_from_failing(images: Images, name: str) -> No
 
 @pytest.mark.docker
 def test_auth_service_starts_and_turns_healthy(images: Images) -> None:
+    """auth-service needs its database and NATS (token revocations): a nats-server (the static
+    binary of this environment) runs in a container of its own, and auth-service joins that
+    container's network namespace, so both reach each other on loopback only."""
     image = images.get("auth-service")
+    nats_binary = find_nats_server()
+    assert nats_binary is not None, "the nats-server binary of this environment is missing"
+    nats_name = f"faas-test-deploy-nats-{images.run}"
     name = f"faas-test-deploy-auth-{images.run}"
     docker(
-        *("run", "-d", "--name", name, "--network", "none"),
-        # As hardened as a deployment would run it: the image needs no writable root filesystem.
-        *("--read-only", "--tmpfs", "/tmp:rw,uid=10001,gid=10001,mode=1700"),
-        *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),
-        *("--health-interval", "1s", "--health-start-period", "60s"),
-        *("-e", "DATABASE_URL=sqlite+aiosqlite:////tmp/auth.db"),
-        *("-e", "AUTH_GENERATE_KEYS=true", "-e", "AUTH_PRIVATE_KEY_FILE=/tmp/keys/jwt.pem"),
+        *("run", "-d", "--name", nats_name, "--network", "none", "--read-only"),
+        *("--tmpfs", "/tmp:rw,uid=10001,gid=10001,mode=1700"),
+        *("-v", f"{nats_binary.resolve()}:/nats-server:ro", "--entrypoint", "/nats-server"),
         image,
+        *("-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/tmp/js"),
         timeout=60,
     )
     try:
-        status = ""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            state = json.loads(docker("inspect", "--format", "{{json .State}}", name, timeout=30))
-            status = state.get("Health", {}).get("Status", "")
-            if status == "healthy" or not state.get("Running"):
-                break
-            time.sleep(0.5)
+        docker(
+            *("run", "-d", "--name", name, "--network", f"container:{nats_name}"),
+            # As hardened as a deployment would run it: the image needs no writable root
+            # filesystem.
+            *("--read-only", "--tmpfs", "/tmp:rw,uid=10001,gid=10001,mode=1700"),
+            *("--cap-drop", "ALL", "--security-opt", "no-new-privileges"),
+            *("--health-interval", "1s", "--health-start-period", "60s"),
+            *("-e", "DATABASE_URL=sqlite+aiosqlite:////tmp/auth.db"),
+            *("-e", "AUTH_GENERATE_KEYS=true", "-e", "AUTH_PRIVATE_KEY_FILE=/tmp/keys/jwt.pem"),
+            *("-e", "NATS_URL=nats://127.0.0.1:4222"),
+            image,
+            timeout=60,
+        )
+        status = _wait_for_health(name, seconds=60)
         if status != "healthy":
             logs = subprocess.run(
                 ["docker", "logs", "--tail", "40", name],
@@ -395,7 +405,23 @@ def test_auth_service_starts_and_turns_healthy(images: Images) -> None:
             )
             pytest.fail(f"auth-service is {status or 'not running'}:\n{logs.stdout}{logs.stderr}")
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60, check=False)
+        for container in (name, nats_name):
+            subprocess.run(
+                ["docker", "rm", "-f", container], capture_output=True, timeout=60, check=False
+            )
+
+
+def _wait_for_health(name: str, *, seconds: float) -> str:
+    """The container's health status once healthy or stopped, or the last one seen."""
+    status = ""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", name, timeout=30))
+        status = state.get("Health", {}).get("Status", "")
+        if status == "healthy" or not state.get("Running"):
+            break
+        time.sleep(0.5)
+    return status
 
 
 def _docker_socket() -> Path:
