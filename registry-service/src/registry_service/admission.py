@@ -6,7 +6,8 @@
    name that resolves to one or does not resolve at all, is a 422
    ``image_registry_not_allowed`` whatever the policy and the namespace (one fixed sentence for
    every case: the answer never tells which internal names exist). A name is resolved with the
-   injected ``HostResolver`` (the system's resolver in production), bounded by
+   injected ``HostResolver`` (``SystemResolver`` in production: its own threads, answers kept a
+   minute), bounded by
    ``REGISTRY_RESOLVE_TIMEOUT_SECONDS``; every address it gives must be global;
 2. the image policy (``IMAGE_POLICY``): a reference outside it is a 403 ``image_not_allowed``;
 3. the environment's size (``REGISTRY_MAX_ENV_BYTES``): 422 ``env_too_large``.
@@ -18,7 +19,9 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,10 +43,61 @@ class HostResolver(Protocol):
         """The addresses ``host`` resolves to; ``OSError`` when it does not resolve."""
 
 
-async def system_resolver(host: str) -> Sequence[str]:
-    """The C resolver's answer (``getaddrinfo``), as the Docker engine's host would see it."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+def _getaddrinfo(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)]
+
+
+class SystemResolver:
+    """The C resolver's answer (``getaddrinfo``), as the Docker engine's host would see it.
+
+    A lookup cannot be cancelled: one a DNS server never answers holds its thread for the C
+    resolver's own timeout. So lookups run on a few threads of their own (never the loop's
+    default executor, which database and NATS connections use too), and every answer, a failure
+    or a lookup still running included, is kept for ``cache_seconds``: a tenant repeating a name
+    that hangs waits on the same lookup instead of taking another thread.
+    """
+
+    def __init__(
+        self,
+        *,
+        threads: int = 4,
+        cache_seconds: float = 60.0,
+        max_names: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._cache_seconds = cache_seconds
+        self._max_names = max_names
+        self._clock = clock
+        self._answers: dict[str, tuple[float, asyncio.Future[list[str]]]] = {}
+
+    async def __call__(self, host: str) -> Sequence[str]:
+        now = self._clock()
+        cached = self._answers.get(host)
+        if cached is None or cached[0] <= now:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="registry-dns")
+            lookup = asyncio.get_running_loop().run_in_executor(self._pool, _getaddrinfo, host)
+            lookup.add_done_callback(_consume_exception)
+            cached = (now + self._cache_seconds, lookup)
+            self._remember(host, cached)
+        # Shielded: a caller's timeout must not cancel the lookup other callers wait on.
+        return await asyncio.shield(cached[1])
+
+    def _remember(self, host: str, answer: tuple[float, asyncio.Future[list[str]]]) -> None:
+        self._answers.pop(host, None)
+        self._answers[host] = answer
+        while len(self._answers) > self._max_names:  # the oldest names go first
+            del self._answers[next(iter(self._answers))]
+
+
+def _consume_exception(future: asyncio.Future[list[str]]) -> None:
+    if not future.cancelled():
+        future.exception()  # read: a failed lookup nobody awaits any more is not an error
+
+
+system_resolver: HostResolver = SystemResolver()
 
 
 def env_bytes(env: Mapping[str, str]) -> int:
