@@ -35,6 +35,8 @@ class BucketWatch(ABC, Generic[SnapshotT]):
 
     bucket: str = "bucket"
     """The bucket's name, for the task's name and the log."""
+    keys: str = ">"
+    """The keys watched (a subject filter over the keys: ``">"`` is all of them)."""
 
     def __init__(self, kv: KeyValue, *, restart_delay: float = 1.0) -> None:
         self._kv = kv
@@ -50,6 +52,12 @@ class BucketWatch(ABC, Generic[SnapshotT]):
     @abstractmethod
     def apply(self, snapshot: SnapshotT, key: str, value: bytes | None) -> None:
         """Record ``key``'s new ``value`` in ``snapshot`` (``None``: the key was removed)."""
+
+    def apply_entry(self, snapshot: SnapshotT, entry: KeyValue.Entry) -> None:
+        """Record ``entry`` in ``snapshot``: ``apply`` of its key and value (``None`` for a
+        removal). Override to use more of the entry (when it was written: ``created``)."""
+        value = None if entry.operation in _REMOVALS else entry.value
+        self.apply(snapshot, entry.key, value)
 
     def installed(self) -> None:
         """Called when a full load has become the snapshot."""
@@ -98,7 +106,7 @@ class BucketWatch(ABC, Generic[SnapshotT]):
             await asyncio.sleep(self._restart_delay)
 
     async def _watch(self) -> None:
-        watcher = await self._kv.watchall()
+        watcher = await self._kv.watch(self.keys)
         stop = cast(Callable[[], Awaitable[None]], watcher.stop)  # untyped in nats-py
         fresh: SnapshotT | None = self.empty()
         try:
@@ -109,8 +117,7 @@ class BucketWatch(ABC, Generic[SnapshotT]):
                         self._loaded.set()
                         self.installed()
                     continue
-                value = None if entry.operation in _REMOVALS else entry.value
-                self.apply(self.snapshot if fresh is None else fresh, entry.key, value)
+                self.apply_entry(self.snapshot if fresh is None else fresh, entry)
         finally:
             with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
                 await stop()
