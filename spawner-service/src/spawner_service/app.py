@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 
-from faas_common.nats import connect_nats, drain_nats
+from faas_common.nats import ReconnectHook, connect_nats, drain_nats
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.runtime.image_sweep import KvImageUse, sweep_forever
@@ -57,15 +57,17 @@ async def running_worker(settings: SpawnerSettings) -> AsyncIterator[RunningWork
     closes the Docker client. ``NatsUnavailable`` when NATS cannot be reached at start-up.
     """
     runtime = DockerRuntime(settings)
+    on_reconnect: list[ReconnectHook] = []
     try:
         nc = await connect_nats(
             settings.nats_servers,
             name=f"spawner-service:{settings.instance_id}",
             connect_timeout=settings.nats_connect_timeout,
+            on_reconnect=on_reconnect,
         )
         try:
             async with image_sweep(settings, nc, runtime):
-                worker = Worker(settings, nc=nc, runtime=runtime)
+                worker = Worker(settings, nc=nc, runtime=runtime, on_reconnect=on_reconnect)
                 await worker.setup()
                 task = asyncio.create_task(worker.run(), name="spawner-worker")
                 try:

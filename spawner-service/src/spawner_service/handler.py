@@ -8,6 +8,10 @@
   is still on this spawner's engine it is adopted (waited for, its output collected and stored
   like any result) instead of starting the function again; if it is not, and the start deadline
   has passed, the record fails as lost (``runtime_unavailable``), else the job runs again;
+- its earlier deliveries used up ``SPAWNER_MAX_DELIVER`` without settling it (their spawners
+  died or hung while holding it: delivered more often than that plus its fair-share
+  deferrals) → not run again: the record fails (``runtime_unavailable``) and the job is
+  terminated;
 - start deadline passed → ``term`` without running; a ``queued`` record becomes ``timed_out``
   (``faas_common.executions.expired``) and is replied (the caller, if still there, hears why);
 - its user already runs their fair share of the slots while another user's jobs wait
@@ -26,7 +30,9 @@
   started ends the activation as ``failed`` (``runtime_unavailable``): it is never run again;
 - a message handed back without running (more than the free slots, or the worker stopping) is
   ``nak``ed, or ``term``ed on its last allowed delivery (its record failed as above), so it
-  never stays in the stream after its deliveries are used up.
+  never stays in the stream after its deliveries are used up. When its fair-share deferrals
+  cannot be read, no delivery but the consumer's own last is taken for the last allowed one;
+- a job acked or terminated on a redelivery has its deferral count deleted (best effort).
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from spawner_service.runtime.base import ContainerRuntime, RunResult, RunSpec
 logger = logging.getLogger("spawner.worker")
 
 HANDED_BACK = "handed back without running (no free slot, or the spawner was stopping)"
+EXHAUSTED = "its deliveries ended without a result (the spawner stopped or hung while holding it)"
 RECORDS_FULL = "The execution records are full (their storage limit): the function was not run"
 
 RECORD_ERRORS = (StoreUnavailable, RecordConflict)
@@ -162,11 +169,32 @@ class JobHandler:
 
     async def _last_delivery(self, msg: JobMessage, execution_id: str) -> bool:
         """Whether this delivery is the job's last allowed one: deliveries handed back for the
-        fair share do not count."""
+        fair share do not count. When they cannot be counted, only the consumer's own last
+        delivery is."""
         delivered = attempt_of(msg)
         if delivered is None or delivered < self.settings.max_deliver:
             return False
-        return delivered - await self.slots.deferrals(execution_id) >= self.settings.max_deliver
+        if delivered >= self.settings.consumer_max_deliver:
+            return True
+        deferred = await self.slots.deferrals(execution_id)
+        return deferred is not None and delivered - deferred >= self.settings.max_deliver
+
+    async def _exhausted(self, msg: JobMessage, execution_id: str) -> bool:
+        """Whether the job's earlier deliveries used up ``SPAWNER_MAX_DELIVER`` without settling
+        it (each one's spawner died or hung): this one must not run it again."""
+        delivered = attempt_of(msg)
+        if delivered is None or delivered <= self.settings.max_deliver:
+            return False
+        deferred = await self.slots.deferrals(execution_id)
+        return deferred is not None and delivered - deferred > self.settings.max_deliver
+
+    async def _settle(self, job: Job, msg: JobMessage, *, ack: bool) -> None:
+        """Ack (``ack``) or terminate the job's message: it leaves the stream for good. Its
+        deferral count, if it may have one (a redelivery), goes with it."""
+        await (msg.ack() if ack else msg.term())
+        delivered = attempt_of(msg)
+        if delivered is None or delivered > 1:
+            await self.slots.forget(job.execution_id)
 
     async def handle(self, msg: JobMessage) -> None:
         try:
@@ -215,7 +243,10 @@ class JobHandler:
         record = current[0] if current is not None else None
         if is_final(record):
             log.info("record already final: job dropped")
-            await msg.term()
+            await self._settle(job, msg, ack=False)
+            return
+        if await self._exhausted(msg, job.execution_id):
+            await self._give_up(job, msg, log, EXHAUSTED)
             return
         taking_over = record is not None and record.status == "running"
         if not taking_over and now > job.start_deadline:
@@ -223,7 +254,7 @@ class JobHandler:
             return
         if taking_over:
             self.slots.hold(job.user_id)
-        elif not await self.slots.admit(job):
+        elif not await self.slots.admit(job, attempt_of(msg)):
             await self._defer(msg, log)
             return
         try:
@@ -266,7 +297,7 @@ class JobHandler:
         log.error("earlier delivery's run is lost and it is too late to run it again")
         if written is not None:
             await self._reply(job, written[0], log)
-        await msg.term()
+        await self._settle(job, msg, ack=False)
         return True
 
     async def _start(self, job: Job, msg: JobMessage, log: JobLog, current: Known) -> None:
@@ -284,7 +315,7 @@ class JobHandler:
             return
         if marked is None:
             log.info("record already final: job dropped")
-            await msg.term()
+            await self._settle(job, msg, ack=False)
             return
 
         log.info("running", extra={"image": job.function.image, "attempt": attempt_of(msg)})
@@ -323,7 +354,7 @@ class JobHandler:
                 extra={"size": record_size(record), "limit": limit},
             )
         stored = await self._finish(job, fitted, log, known=known)
-        await msg.ack()
+        await self._settle(job, msg, ack=True)
         if stored is not None:
             log.info(
                 "finished",
@@ -350,7 +381,7 @@ class JobHandler:
             finished_at=time.time(),
         )
         await self._finish(job, record, log, known=None)  # stored if it fits, replied anyway
-        await msg.term()
+        await self._settle(job, msg, ack=False)
 
     async def _requeue(self, job: Job, reason: str) -> None:
         """Best effort: a job going back to the stream is ``queued`` again, not ``running``,
@@ -371,7 +402,7 @@ class JobHandler:
         log.info("start deadline passed: job dropped", extra={"late_s": round(late_s, 3)})
         if written is not None:
             await self._reply(job, written[0], log)
-        await msg.term()
+        await self._settle(job, msg, ack=False)
 
     async def release(self, msg: JobMessage) -> None:
         """Hand a fetched message back without running it (more than the free slots, or the
@@ -418,7 +449,7 @@ class JobHandler:
         )
         log.error("giving up on the job", extra={"reason": reason})
         await self._finish(job, record, log, known=None)
-        await msg.term()
+        await self._settle(job, msg, ack=False)
 
     async def _finish(
         self, job: Job, record: ExecutionRecord, log: JobLog, *, known: Known

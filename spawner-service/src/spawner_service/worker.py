@@ -39,7 +39,7 @@ from faas_common.contract import (
     ensure_executions_stream,
 )
 from faas_common.executions import ExecutionStore, RecordStore
-from faas_common.nats import NATS_ERRORS, NatsUnavailable, ensure_kv
+from faas_common.nats import NATS_ERRORS, NatsUnavailable, ReconnectHook, ensure_kv
 from spawner_service.config import SpawnerSettings
 from spawner_service.fairness import FairShare
 from spawner_service.handler import JobHandler
@@ -104,8 +104,12 @@ class Worker:
         nc: NATS,
         runtime: ContainerRuntime,
         store: RecordStore | None = None,
+        on_reconnect: list[ReconnectHook] | None = None,
     ) -> None:
+        """``on_reconnect``: the connection's reconnect hooks (``connect_nats``); the worker adds
+        what it must redo after a reconnect (watch the other spawners' loads anew)."""
         self.settings = settings
+        self._on_reconnect = on_reconnect
         self.nc = nc
         self.runtime = runtime
         self.js: JetStreamContext = nc.jetstream()
@@ -177,10 +181,12 @@ class Worker:
         self._subscription = await self.js.pull_subscribe_bind(
             durable=SPAWNER_CONSUMER, stream=EXECUTIONS_STREAM
         )
-        if s.fair_share:
+        if s.fair_share and self._fair is None:
             self._fair = FairShare(
                 s, js=self.js, kv=await self._fair_share_bucket(), capacity=self._capacity
             )
+            if self._on_reconnect is not None:
+                self._on_reconnect.append(self._fair.rewatch)
         self._handler = JobHandler(
             s,
             runtime=self.runtime,
