@@ -126,6 +126,11 @@ class Worker:
         return len(self._jobs)
 
     @property
+    def fair_share(self) -> FairShare | None:
+        """The fair share of the slots (after ``setup``; None when it is off)."""
+        return self._fair
+
+    @property
     def ready(self) -> bool:
         """Consuming, and the Docker engine answered its last check."""
         return self._handler is not None and self.engine.up and not self._stopping.is_set()

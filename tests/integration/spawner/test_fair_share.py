@@ -21,14 +21,17 @@ from faas_common.contract import (
     FUNCTIONS_BUCKET,
     IDEMPOTENCY_BUCKET,
     Deferral,
+    SpawnerLoad,
     deferral_key,
+    load_key,
 )
-from faas_common.nats import connect_nats
+from faas_common.nats import ReconnectHook, connect_nats
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.worker import Worker
 from tests.integration.publisher.helpers import publisher, register
 from tests.support.keys import RsaKeys
+from tests.support.nats_server import NatsServer
 from tests.unit.publisher.factories import PUBLISH, make_settings, publish_body, snapshot
 from tests.unit.registry.factories import User, make_user, wait_until
 
@@ -94,6 +97,17 @@ async def records(client: httpx.AsyncClient, user: User, ids: list[str]) -> list
     return found
 
 
+async def deferrals(js: JetStreamContext, execution_id: str) -> int | None:
+    """The job's fair-share deferral count; None when it has none (never deferred, or gone)."""
+    bucket = await js.key_value(FAIR_SHARE_BUCKET)
+    try:
+        entry = await bucket.get(deferral_key(execution_id))
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        return None
+    assert entry.value is not None
+    return Deferral.model_validate_json(entry.value).count
+
+
 def picked_up_at(record: dict[str, Any]) -> float:
     """When a spawner took the job: its creation plus its time in the queue."""
     return float(record["created_at"]) + float(record["timings"]["queue"]) / 1000
@@ -144,6 +158,7 @@ async def test_a_tenant_filling_every_slot_does_not_make_another_tenant_wait_for
             PUBLISH, json=publish_body(argument="echo b"), headers=bob.headers
         )
         alice_then = await records(client, alice, waiting)
+        deferred_then = [await deferrals(js, execution_id) for execution_id in waiting]
 
         async def alice_done() -> bool:
             return all(r["status"] == "succeeded" for r in await records(client, alice, ids))
@@ -159,8 +174,47 @@ async def test_a_tenant_filling_every_slot_does_not_make_another_tenant_wait_for
     # ...and every one of them was picked up after Bob's, though all were queued before it.
     assert all(picked_up_at(body) < picked_up_at(r) for r in alice_after)
     assert all(float(r["created_at"]) < float(body["created_at"]) for r in alice_after)
-    # They were handed back (not failed, not lost: max_deliver is 1) until Bob's call had run.
-    deferrals = await js.key_value(FAIR_SHARE_BUCKET)
-    entry = await deferrals.get(deferral_key(waiting[0]))
-    assert entry.value is not None
-    assert Deferral.model_validate_json(entry.value).count >= 1
+    # They were handed back (not failed, not lost: max_deliver is 1) until Bob's call had run,
+    # and once they were done their deferral counts went.
+    assert any(count >= 1 for count in deferred_then if count is not None)
+    assert [await deferrals(js, execution_id) for execution_id in waiting] == [None] * SLOTS
+
+
+async def test_the_other_spawners_loads_are_watched_again_after_a_nats_restart(
+    nc: NATS, nats_server: NatsServer, nats_url: str, prefix: str
+) -> None:
+    hooks: list[ReconnectHook] = []
+    client = await connect_nats([nats_url], name="fair-share-rewatch", on_reconnect=hooks)
+    settings = SpawnerSettings(
+        nats_url=nats_url, max_containers=SLOTS, fetch_timeout=0.5, instance_id=f"{prefix}me"
+    )
+    runtime = DockerRuntime(settings)
+    spawner = Worker(settings, nc=client, runtime=runtime, on_reconnect=hooks)
+    await spawner.setup()
+    task = asyncio.create_task(spawner.run())
+    fair = spawner.fair_share
+    assert fair is not None
+    assert hooks == [fair.rewatch]  # a reconnect watches anew at once
+    board = await nc.jetstream().key_value(FAIR_SHARE_BUCKET)
+    other = SpawnerLoad(instance_id="other", capacity=3)
+    try:
+        await board.put(load_key("other"), other.model_dump_json().encode())
+        await wait_until(lambda: fair.capacity() == SLOTS + 3, message="other spawner unseen")
+
+        nats_server.restart()  # the server forgets the watch's consumer
+        await wait_until(lambda: client.is_connected and nc.is_connected, within=30)
+        bigger = other.model_copy(update={"capacity": 5})
+        await wait_until(lambda: fair.capacity() != SLOTS + 3, within=30)  # stale by now...
+
+        async def seen() -> bool:
+            await board.put(load_key("other"), bigger.model_dump_json().encode())
+            return fair.capacity() == SLOTS + 5
+
+        # ...and the load it writes after the restart is seen again.
+        await wait_until(seen, within=30, message="the load board was not watched again")
+    finally:
+        spawner.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+        await runtime.close()
+        await client.close()
