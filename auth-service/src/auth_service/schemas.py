@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
-USERNAME_PATTERN = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
-"""A Docker repository path component (the image policy uses ``<username>/...`` as a namespace):
-lowercase alphanumerics separated by ``.``, ``_``, ``__`` or runs of ``-``."""
-USERNAME_RE = re.compile(USERNAME_PATTERN)
+from faas_common.validation import (
+    RESERVED_USERNAMES,
+    USERNAME_MAX,
+    USERNAME_MIN,
+    USERNAME_PATTERN,
+)
+
 USERNAME_INPUT_PATTERN = r"^[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*$"
 """What a client may send (the OpenAPI document's pattern): ``USERNAME_PATTERN`` before ASCII
 letters are folded."""
-USERNAME_MIN, USERNAME_MAX = 3, 64
 
 
 def canonical_username(value: object) -> object:
@@ -26,15 +34,20 @@ def canonical_username(value: object) -> object:
     return value
 
 
-def is_username(value: str) -> bool:
-    """Whether ``value`` (already canonical) is a name an account can have."""
-    return USERNAME_MIN <= len(value) <= USERNAME_MAX and USERNAME_RE.fullmatch(value) is not None
+def _not_reserved(value: str) -> str:
+    if value in RESERVED_USERNAMES:
+        raise ValueError(
+            f"the name {value!r} is reserved (an image namespace with a meaning of its own): "
+            "choose another"
+        )
+    return value
 
 
 Username = Annotated[
     str,
     BeforeValidator(canonical_username),
     StringConstraints(min_length=USERNAME_MIN, max_length=USERNAME_MAX, pattern=USERNAME_PATTERN),
+    AfterValidator(_not_reserved),
 ]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 

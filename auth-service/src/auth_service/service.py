@@ -28,10 +28,11 @@ from auth_service.exceptions import (
     TokenNotRevocable,
 )
 from auth_service.models import User
-from auth_service.schemas import canonical_username, is_username
+from auth_service.schemas import canonical_username
 from auth_service.throttle import ThrottlePolicy, count_attempt
 from faas_common.revocation import RevocationsUnavailable
 from faas_common.security import ALGORITHM, TokenClaims, key_id
+from faas_common.validation import is_username
 
 T = TypeVar("T")
 

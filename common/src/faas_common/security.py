@@ -8,6 +8,9 @@ read from ``JWT_PUBLIC_KEY_FILE`` or fetched from ``JWT_JWKS_URL`` (cached; refe
 Revocation: a verifier given a ``RevocationCheck`` (``honour``; in the services the
 ``revocations`` bucket watched into memory, ``faas_common.revocation``) refuses revoked tokens
 (401 ``token_revoked``) and answers 503 while it cannot tell.
+
+A token's ``name`` must be a canonical username (``faas_common.validation.is_username``): the
+image policy takes it as the user's namespace, so a name spelt otherwise is an invalid token.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from faas_common.errors import DependencyUnavailable, Unauthorized
 from faas_common.revocation import RevocationsUnavailable
 from faas_common.settings import CommonSettings, ConfigurationError
+from faas_common.validation import is_username
 
 ALGORITHM = "RS256"
 JWKS_REFRESH_SECONDS = 30.0
@@ -203,7 +207,7 @@ class TokenVerifier:
             raise Unauthorized("Invalid token", code="invalid_token") from exc
         if claims.get("key") != self.consumer_key:
             raise Unauthorized("Token not issued for this platform", code="invalid_token")
-        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("name"), str):
+        if not isinstance(claims.get("sub"), str) or not _canonical_name(claims.get("name")):
             raise Unauthorized("Invalid token claims", code="invalid_token")
         jti = claims.get("jti")
         if jti is not None and not isinstance(jti, str):
@@ -221,6 +225,12 @@ class TokenVerifier:
             expires_at=expires_at,
             token_id=jti,
         )
+
+
+def _canonical_name(name: object) -> bool:
+    """Whether ``name`` is a canonical username: a token signed before a rename (``Alice`` for an
+    account now called ``renamed-<id>``) is refused rather than read as another user's name."""
+    return isinstance(name, str) and is_username(name)
 
 
 def token_verifier_from_settings(

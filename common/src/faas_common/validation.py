@@ -36,6 +36,23 @@ IMAGE_NAME_MAX_LENGTH = 255
 FUNCTION_NAME_PATTERN = ID_PATTERN
 """A function's name: one token of a KV key or subject (no ``.``, ``*``, ``>`` or spaces)."""
 
+USERNAME_PATTERN = r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"
+"""A canonical username: a Docker repository path component (the image policy uses
+``<username>/...`` as a namespace), lowercase alphanumerics separated by ``.``, ``_``, ``__`` or
+runs of ``-``. auth-service stores only such names and every verifier refuses a token naming
+another."""
+USERNAME_RE = re.compile(USERNAME_PATTERN)
+USERNAME_MIN, USERNAME_MAX = 3, 64
+RESERVED_USERNAMES = frozenset({"library", "docker", "localhost"})
+"""Names no account may take: image namespaces with a meaning of their own (``library/`` is
+Docker Hub's official images, ``docker/`` Docker's own, ``localhost/`` a registry host)."""
+
+
+def is_username(value: str) -> bool:
+    """Whether ``value`` is a canonical username (reserved names included: old accounts)."""
+    return USERNAME_MIN <= len(value) <= USERNAME_MAX and USERNAME_RE.fullmatch(value) is not None
+
+
 _ALNUM = r"[a-z0-9]+"
 _SEPARATOR = r"(?:[._]|__|-+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEPARATOR}{_ALNUM})*"

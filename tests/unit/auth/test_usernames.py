@@ -6,8 +6,18 @@ from __future__ import annotations
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from tests.unit.auth.factories import PASSWORD, assert_validation_error, bearer, unique_username
+from auth_service.config import AuthSettings
+from faas_common.security import key_id
+from tests.unit.auth.factories import (
+    PASSWORD,
+    assert_validation_error,
+    bearer,
+    claims_for,
+    rs256_token,
+    unique_username,
+)
 
 
 async def test_every_spelling_is_the_same_account(client: httpx.AsyncClient) -> None:
@@ -82,3 +92,28 @@ async def test_a_non_ascii_lookalike_does_not_log_into_the_account(
     response = await client.post("/auth/login", json={"username": lookalike, "password": PASSWORD})
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize("username", ["library", "Library", "docker", "localhost"])
+async def test_image_namespaces_of_their_own_are_reserved(
+    client: httpx.AsyncClient, username: str
+) -> None:
+    response = await client.post(
+        "/auth/register", json={"username": username, "password": PASSWORD}
+    )
+    assert_validation_error(response, ("body", "username"))
+    (error,) = response.json()["detail"]
+    assert f"the name {username.lower()!r} is reserved" in error["msg"]
+
+
+async def test_a_token_signed_before_the_migration_with_its_old_name_is_401(
+    client: httpx.AsyncClient, auth_settings: AuthSettings, signing_key: RSAPrivateKey
+) -> None:
+    token = rs256_token(
+        signing_key,
+        claims_for(auth_settings, name="Alice", jti="a" * 32),
+        kid=key_id(signing_key.public_key()),
+    )
+    response = await client.get("/auth/validate", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Invalid token claims", "code": "invalid_token"}

@@ -258,3 +258,26 @@ async def test_absurd_timestamps_are_401_not_500(rsa_keys: RsaKeys) -> None:
     )
     with pytest.raises(Unauthorized):
         await verifier.verify(token(private_key(rsa_keys), exp=10**20))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Alice", id="upper-case-from-before-the-migration"),
+        pytest.param("ALICE", id="all-upper-case"),
+        pytest.param("al ice", id="space"),
+        pytest.param("ab", id="too-short"),
+        pytest.param("a" * 65, id="too-long"),
+        pytest.param("-alice", id="leading-dash"),
+        pytest.param(7, id="not-a-string"),
+    ],
+)
+async def test_a_token_whose_name_is_not_a_canonical_username_is_401(
+    rsa_keys: RsaKeys, name: object
+) -> None:
+    verifier = TokenVerifier.from_file(
+        rsa_keys.public_path, issuer=ISSUER, consumer_key=CONSUMER_KEY
+    )
+    with pytest.raises(Unauthorized) as raised:
+        await verifier.verify(token(private_key(rsa_keys), name=name))
+    assert (raised.value.status_code, raised.value.code) == (401, "invalid_token")
