@@ -24,7 +24,9 @@ as an image id (or id prefix) rather than a repository. ``IMAGE_POLICY=namespace
 **Policy** (``ImagePolicy``): ``any`` admits every reference; ``namespaced`` admits a reference
 when its repository is under the user's own namespace (``<username>/...``, username lowercased)
 on one of the namespaced registries (``docker.io`` plus ``IMAGE_REGISTRIES``), or when the
-normalised reference starts with one of the operator's ``IMAGE_ALLOW`` prefixes.
+normalised reference starts with one of the operator's ``IMAGE_ALLOW`` prefixes. A reserved name
+(``faas_common.validation.RESERVED_USERNAMES``: ``library``, Docker Hub's official images, among
+them) is never a user's namespace, even for an account that took it before it was reserved.
 
 **Registry hosts** (``registry_host_verdict``): a registry host that is a loopback, private
 (RFC 1918, 100.64/10), link-local, unique-local, site-local, unspecified, multicast or reserved
@@ -42,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from faas_common.validation import parse_image_reference
+from faas_common.validation import RESERVED_USERNAMES, parse_image_reference
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ALIASES = frozenset({DOCKER_HUB, "index.docker.io", "registry-1.docker.io"})
@@ -127,8 +129,11 @@ def parse_allow_prefixes(text: str) -> tuple[str, ...]:
     """``IMAGE_ALLOW``: comma-separated prefixes of normalised references.
 
     Each entry starts with a registry host and a ``/`` (``docker.io/library/``), so a prefix can
-    never match another host (``docker.io`` alone would match ``docker.io.example.com/...``). The
-    host is normalised like a reference's (lowercase, Docker Hub aliases are ``docker.io``).
+    never match another host (``docker.io`` alone would match ``docker.io.example.com/...``), and
+    ends a component: with ``/`` (a namespace), ``:`` (every tag of one repository) or a digest
+    (``...@sha256:...``, one image), so ``registry.example.com/shared`` cannot also admit
+    ``registry.example.com/shared-evil``. The host is normalised like a reference's (lowercase,
+    Docker Hub aliases are ``docker.io``).
     """
     prefixes = []
     for entry in _entries(text):
@@ -137,6 +142,12 @@ def parse_allow_prefixes(text: str) -> tuple[str, ...]:
             raise ValueError(
                 f"IMAGE_ALLOW entry {entry!r} must start with a registry host and '/', "
                 "e.g. docker.io/library/ or registry.example.com/shared/"
+            )
+        if not (entry.endswith(("/", ":")) or "@" in entry):
+            raise ValueError(
+                f"IMAGE_ALLOW entry {entry!r} must end with '/' (a namespace) or ':' (every tag "
+                "of one repository), or name a digest, e.g. registry.example.com/shared/ or "
+                "docker.io/library/python:"
             )
         prefixes.append(f"{normalise_registry(registry)}/{rest}")
     return tuple(prefixes)
@@ -193,7 +204,8 @@ class ImagePolicy:
 
     def admits(self, image: NormalisedImage, username: str) -> bool:
         namespace, slash, _ = image.path.partition("/")
-        if slash and namespace == username.lower() and image.registry in self.registries:
+        own = namespace == username.lower() and namespace not in RESERVED_USERNAMES
+        if slash and own and image.registry in self.registries:
             return True
         return any(image.reference.startswith(prefix) for prefix in self.allow)
 

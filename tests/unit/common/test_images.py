@@ -163,6 +163,37 @@ def test_allow_entries_must_start_with_a_registry_host_and_a_slash(entry: str) -
         parse_allow_prefixes(entry)
 
 
+@pytest.mark.parametrize(
+    "entry", ["registry.example.com/shared", "docker.io/library/python", "docker.io/library/py"]
+)
+def test_allow_entries_must_end_a_path_component(entry: str) -> None:
+    with pytest.raises(ValueError, match=f"IMAGE_ALLOW entry {entry!r} must end with '/'"):
+        parse_allow_prefixes(entry)
+
+
+def test_allow_entries_end_with_a_slash_a_colon_or_name_a_digest() -> None:
+    pinned = f"docker.io/library/busybox@{DIGEST}"
+    policy = ImagePolicy(
+        mode="namespaced",
+        allow=parse_allow_prefixes(
+            f"registry.example.com/shared/, docker.io/library/python:, {pinned}"
+        ),
+    )
+
+    assert policy.engine_reference("python:3.12", "bob") == "docker.io/library/python:3.12"
+    assert policy.engine_reference(f"busybox@{DIGEST}", "bob") == pinned
+    for refused in ("registry.example.com/shared-evil/x", "python3:1", "busybox", "pythonx"):
+        with pytest.raises(ImageRefused):
+            policy.engine_reference(refused, "bob")
+
+
+@pytest.mark.parametrize("username", ["library", "Library", "docker", "localhost"])
+def test_a_reserved_name_is_never_a_users_namespace(username: str) -> None:
+    for reference in (f"{username.lower()}/x", "busybox", f"docker.io/{username.lower()}/x:1"):
+        with pytest.raises(ImageRefused, match="not allowed"):
+            NAMESPACED.engine_reference(reference, username)
+
+
 def test_registry_entries_are_hosts() -> None:
     assert parse_registries(" Localhost:5000 ,index.docker.io,, [::1]") == {
         "localhost:5000",

@@ -283,6 +283,14 @@ async def test_a_bad_allow_list_entry_stops_the_service_at_start_up(
         make_settings(sqlite_database_url, Path(rsa_keys.public_path), image_allow="library/")
 
 
+async def test_an_allow_list_entry_that_ends_mid_component_stops_the_service_at_start_up(
+    sqlite_database_url: str, rsa_keys: RsaKeys
+) -> None:
+    entry = "registry.example.com/shared"
+    with pytest.raises(ValueError, match=f"IMAGE_ALLOW entry {entry!r} must end with '/'"):
+        make_settings(sqlite_database_url, Path(rsa_keys.public_path), image_allow=entry)
+
+
 class HangingResolver(FakeResolver):
     """A resolver whose answer never comes."""
 
