@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from auth_service.throttle import ThrottlePolicy
+from faas_common.contract import MAX_TOKEN_TTL_SECONDS
 from faas_common.settings import CommonSettings
 
 
@@ -23,7 +24,12 @@ class AuthSettings(CommonSettings):
         False,
         description="Create the key pair at private_key_file if it is missing (local stack).",
     )
-    token_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    token_ttl_seconds: int = Field(
+        3600,
+        ge=60,
+        le=MAX_TOKEN_TTL_SECONDS,
+        description="Token lifetime; the revocations bucket keeps entries this long plus 5 min.",
+    )
     hash_concurrency: int = Field(
         default_factory=lambda: os.cpu_count() or 1,
         ge=1,

@@ -1,9 +1,9 @@
 """auth-service app factory: ``create_app(settings)``; the lifespan owns every connection.
 
 Start-up, in order: the signing key, database + migrations, NATS + the ``revocations`` bucket
-watched into memory (the service's own verifier honours it, and logout and account deletion write
-it), then the routes. Shutdown runs it backwards (the watch stops, NATS drains, the hash threads
-and the engine go).
+(its max age set to the token lifetime plus a margin) watched into memory (the service's own
+verifier honours it, and logout and account deletion write it), then the routes. Shutdown runs
+it backwards (the watch stops, NATS drains, the hash threads and the engine go).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from auth_service.config import AuthSettings
 from auth_service.keys import load_private_key
 from auth_service.router import router
 from auth_service.service import Clock, PasswordHasher, Revocations, TokenIssuer
+from faas_common.contract import revocation_max_age
 from faas_common.db import make_engine, make_sessionmaker, migrate, ping
 from faas_common.health import health_router
 from faas_common.http import create_service_app
@@ -43,7 +44,14 @@ async def open_nats_revocations(settings: AuthSettings, stack: AsyncExitStack) -
     nc, on_reconnect = await open_nats(
         stack, settings.nats_servers, name=SERVICE, connect_timeout=settings.nats_connect_timeout
     )
-    return await open_revocations(nc, nc.jetstream(), stack, settings, on_reconnect=on_reconnect)
+    return await open_revocations(
+        nc,
+        nc.jetstream(),
+        stack,
+        settings,
+        on_reconnect=on_reconnect,
+        max_age=revocation_max_age(settings.token_ttl_seconds),
+    )
 
 
 def create_app(

@@ -32,11 +32,25 @@ with the executions' TTL: a retried activation finds the execution its first att
 REVOCATIONS_BUCKET = "revocations"
 """KV bucket of revoked tokens (key ``token.<jti>``) and deleted accounts (key
 ``user.<user_id>``), value ``Revocation``; written by auth-service, watched into memory by every
-service that verifies tokens. Entries expire after ``REVOCATION_MAX_AGE_SECONDS``."""
+service that verifies tokens. Entries expire after ``revocation_max_age(AUTH_TOKEN_TTL_SECONDS)``:
+auth-service sets the bucket's max age at start-up."""
 
-REVOCATION_MAX_AGE_SECONDS = 7 * 24 * 3600 + 300
-"""The ``revocations`` bucket's max age: the longest token lifetime auth-service can issue
-(``AUTH_TOKEN_TTL_SECONDS`` <= 7 days) plus leeway, so an entry outlives every token it refuses."""
+REVOCATION_MARGIN_SECONDS = 300
+"""How much longer than the token lifetime an entry lives (clock skew, verifier leeway)."""
+
+MAX_TOKEN_TTL_SECONDS = 7 * 24 * 3600
+"""The longest token lifetime auth-service may be configured to issue."""
+
+
+def revocation_max_age(token_ttl_seconds: float) -> float:
+    """The ``revocations`` bucket's max age for tokens that live ``token_ttl_seconds``: an entry
+    outlives every token it refuses (a token revoked at once lives that long at most)."""
+    return token_ttl_seconds + REVOCATION_MARGIN_SECONDS
+
+
+REVOCATION_MAX_AGE_SECONDS = revocation_max_age(MAX_TOKEN_TTL_SECONDS)
+"""The longest max age the bucket can need: what a service other than auth-service creates a
+missing bucket with (auth-service shortens it to its own token lifetime when it starts)."""
 
 EXECUTIONS_STREAM = "EXECUTIONS"
 EXEC_SUBJECT_PREFIX = "faas.exec"

@@ -1,8 +1,13 @@
 """Token revocation: the ``revocations`` KV bucket, written by auth-service, watched into memory.
 
 Two kinds of entries (``faas_common.contract``): ``token.<jti>`` revokes one token (logout), and
-``user.<user_id>`` marks a deleted account, whose every token is refused. An entry lives
-``REVOCATION_MAX_AGE_SECONDS``, longer than any token it refuses.
+``user.<user_id>`` marks a deleted account, whose every token is refused. An entry lives the
+bucket's max age, longer than any token it refuses: auth-service, the only writer, sets it to
+``revocation_max_age(AUTH_TOKEN_TTL_SECONDS)`` when it starts, so what a flood of logouts leaves
+in the bucket expires with the tokens; every other service opens the bucket as it is (creating a
+missing one with the longest age, ``REVOCATION_MAX_AGE_SECONDS``). The watched snapshot forgets
+entries after ``REVOCATION_MAX_AGE_SECONDS`` whatever the bucket's age, so a longer age set later
+never makes a service forget a revocation the bucket still holds.
 
 ``RevocationList`` is what a verifying service holds: a watch delivers every current entry, then
 a ``None`` marker, then every new one, so ``is_revoked`` is a set lookup (no call to auth, no
@@ -189,16 +194,20 @@ async def open_revocations(
     *,
     on_reconnect: list[ReconnectHook],
     wait: float = 5.0,
+    max_age: float | None = None,
 ) -> RevocationList:
     """The ``revocations`` bucket (created the first time) watched for a service's lifespan,
-    its watch started again after every reconnect."""
+    its watch started again after every reconnect. ``max_age`` (auth-service's) becomes the
+    bucket's max age; without it an existing bucket keeps its own."""
     kv = await ensure_kv(
         js,
         REVOCATIONS_BUCKET,
         replicas=settings.nats_replicas,
-        ttl=timedelta(seconds=REVOCATION_MAX_AGE_SECONDS),
+        ttl=timedelta(seconds=max_age or REVOCATION_MAX_AGE_SECONDS),
         max_bytes=settings.bucket_max_bytes,
     )
+    if max_age is not None:
+        await _bring_max_age_in_line(js, max_age)
     revocations = RevocationList(
         kv, budget=settings.retry_budget, connected=lambda: nc.is_connected
     )
@@ -206,3 +215,14 @@ async def open_revocations(
     stack.push_async_callback(revocations.stop)
     on_reconnect.append(revocations.rebuild)
     return revocations
+
+
+async def _bring_max_age_in_line(js: JetStreamContext, max_age: float) -> None:
+    info = await js.stream_info(f"KV_{REVOCATIONS_BUCKET}")
+    if info.config.max_age != max_age:
+        logger.info(
+            "revocations max age updated",
+            extra={"current": info.config.max_age, "wanted": max_age},
+        )
+        info.config.max_age = max_age
+        await js.update_stream(config=info.config)

@@ -20,7 +20,12 @@ import pytest
 from fastapi import FastAPI
 from nats.js.errors import KeyNotFoundError
 
-from faas_common.contract import FUNCTIONS_BUCKET, ExecutionRecord, function_key
+from faas_common.contract import (
+    FUNCTIONS_BUCKET,
+    REVOCATIONS_BUCKET,
+    ExecutionRecord,
+    function_key,
+)
 from registry_service import repository
 from registry_service.main import create_app as create_registry_app
 from tests.support.nats_server import NatsServer
@@ -188,3 +193,17 @@ async def test_the_last_snapshot_holds_while_nats_is_down(
     await asyncio.sleep(2.0)
     assert set((await status_everywhere(platform, kept)).values()) == {200}
     await refused_everywhere(platform, revoked)
+
+
+async def test_auth_service_keeps_revocations_as_long_as_its_tokens_live(
+    nats_url: str, tmp_path: Path
+) -> None:
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    try:
+        for ttl in (600, 3600):
+            settings = auth.make_settings(tmp_path, nats_url=nats_url, token_ttl_seconds=ttl)
+            async with auth.running_app(settings, revocations=None):
+                status = await (await nc.jetstream().key_value(REVOCATIONS_BUCKET)).status()
+                assert status.ttl == ttl + 300
+    finally:
+        await nc.close()

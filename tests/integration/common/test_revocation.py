@@ -14,7 +14,11 @@ import nats
 import pytest
 from nats.js.kv import KeyValue
 
-from faas_common.contract import REVOCATION_MAX_AGE_SECONDS, REVOCATIONS_BUCKET
+from faas_common.contract import (
+    REVOCATION_MAX_AGE_SECONDS,
+    REVOCATIONS_BUCKET,
+    revocation_max_age,
+)
 from faas_common.nats import ReconnectHook, RetryBudget, connect_nats, drain_nats, ensure_kv
 from faas_common.revocation import RevocationList, RevocationsUnavailable, open_revocations
 from faas_common.settings import CommonSettings
@@ -129,6 +133,30 @@ async def test_open_revocations_creates_the_bucket_with_the_contract_max_age(
             status = await (await js.key_value(REVOCATIONS_BUCKET)).status()
             assert status.ttl == REVOCATION_MAX_AGE_SECONDS
     finally:
+        await nc.close()
+
+
+async def test_the_writers_max_age_is_set_and_other_services_leave_it_as_it_is(
+    nats_url: str,
+) -> None:
+    nc = await nats.connect(nats_url, connect_timeout=5)
+    js = nc.jetstream()
+    try:
+        await _delete_bucket(js)
+        for max_age, expected in [
+            (None, REVOCATION_MAX_AGE_SECONDS),  # created missing: the longest age
+            (revocation_max_age(600), 900),  # auth-service shortens it to its token lifetime
+            (None, 900),  # another service opens it as it is
+            (revocation_max_age(3600), 3900),  # auth-service restarted with longer tokens
+        ]:
+            async with AsyncExitStack() as stack:
+                await open_revocations(
+                    nc, js, stack, CommonSettings(), on_reconnect=[], max_age=max_age
+                )
+                status = await (await js.key_value(REVOCATIONS_BUCKET)).status()
+                assert status.ttl == expected, max_age
+    finally:
+        await _delete_bucket(js)
         await nc.close()
 
 
