@@ -7,7 +7,8 @@
     ├── Unauthorized ── InvalidCredentials       401 invalid_credentials
     ├── NotFound ── AccountNotFound              404 account_not_found
     ├── Conflict ── UsernameTaken                409 username_taken
-    ├── TooManyRequests ── LoginThrottled        429 login_throttled (Retry-After)
+    ├── TooManyRequests ─┬ LoginThrottled       429 login_throttled (Retry-After)
+    │                    └ LogoutThrottled      429 logout_throttled (Retry-After)
     └── DependencyUnavailable ── RevocationUnavailable   503 revocation_unavailable
 """
 
@@ -44,6 +45,11 @@ class LoginThrottled(TooManyRequests):
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class LogoutThrottled(LoginThrottled):
+    code = "logout_throttled"
+    detail = "Too many logouts for this account: try again later"
 
 
 class AccountNotFound(NotFound):

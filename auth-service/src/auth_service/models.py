@@ -28,10 +28,14 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """Set (and committed) before the account's revocation is written: a row left behind by a
+    deletion that failed afterwards is gone for good, whatever the revocations bucket forgets."""
 
 
 class LoginThrottle(Base):
-    """Recent login attempts of one username (existing or not), shared by every replica.
+    """Recent login attempts of one username (existing or not), shared by every replica; the
+    logouts of one account under ``logout:<user_id>`` (never a username: no ``:`` in those).
 
     Times are epoch seconds. A row is deleted by a successful login, or once it is stale.
     """

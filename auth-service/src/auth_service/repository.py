@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -35,10 +37,24 @@ async def create(session: AsyncSession, *, username: str, password_hash: str) ->
     return user
 
 
+async def mark_deleted(session: AsyncSession, *, user: User, at: datetime | None) -> None:
+    """Mark ``user`` deleted since ``at`` (``None``: not deleted after all), committed."""
+    user.deleted_at = at
+    try:
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
+
+
 async def remove(session: AsyncSession, *, user: User) -> None:
-    """Delete ``user`` (flushed, not committed: the caller commits once revocation is written)."""
+    """Delete ``user``, committed."""
     await session.delete(user)
-    await session.flush()
+    try:
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
 
 
 async def lock_throttle(session: AsyncSession, *, username: str, now: float) -> LoginThrottle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response, status
@@ -94,6 +95,12 @@ _LOGOUT_ERRORS = merge(
         "The token has no id (jti) and cannot be revoked on its own",
         code="token_not_revocable",
         detail="This token has no id (jti) and cannot be revoked on its own",
+    ),
+    error_response(
+        429,
+        "Too many logouts for this account: wait Retry-After seconds",
+        code="logout_throttled",
+        detail="Too many logouts for this account: try again later",
     ),
     _REVOCATION,
 )
@@ -191,8 +198,14 @@ async def validate(user: CurrentUser) -> ValidateOut:
     summary="Revoke the presented token on every service (the user's other tokens stay valid)",
     responses=_LOGOUT_ERRORS,
 )
-async def logout(user: CurrentUser, revocations: RevocationsDep) -> Response:
-    await service.logout(revocations, claims=user)
+async def logout(
+    user: CurrentUser,
+    session: SessionDep,
+    throttle: ThrottleDep,
+    clock: ClockDep,
+    revocations: RevocationsDep,
+) -> Response:
+    await service.logout(session, throttle, revocations, claims=user, now=clock())
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -203,9 +216,10 @@ async def logout(user: CurrentUser, revocations: RevocationsDep) -> Response:
     responses=_DELETE_ERRORS,
 )
 async def delete_me(
-    user: CurrentUser, session: SessionDep, revocations: RevocationsDep
+    user: CurrentUser, session: SessionDep, clock: ClockDep, revocations: RevocationsDep
 ) -> Response:
-    await service.delete_account(session, revocations, user_id=user.user_id)
+    now = datetime.fromtimestamp(clock(), UTC)
+    await service.delete_account(session, revocations, user_id=user.user_id, now=now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

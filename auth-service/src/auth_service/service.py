@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 import jwt
@@ -24,6 +25,7 @@ from auth_service.exceptions import (
     AccountNotFound,
     InvalidCredentials,
     LoginThrottled,
+    LogoutThrottled,
     RevocationUnavailable,
     TokenNotRevocable,
 )
@@ -139,20 +141,19 @@ class Revocations(Protocol):
 async def _live_user(
     session: AsyncSession, revocations: Revocations, *, username: str
 ) -> User | None:
-    """The account named ``username``, unless it is deleted. A row whose deletion was revoked
-    but not committed (the database failed right after the bucket was written) is deleted now:
-    its tokens are refused everywhere already, so the account is gone but for its name."""
+    """The account named ``username``, unless it is deleted. A row whose deletion did not
+    finish (marked, or revoked by an older release, but not removed) is deleted now: the
+    account is gone but for its name."""
     user = await repository.get_by_username(session, username=username)
     if user is None:
         return None
-    try:
-        deleted = revocations.is_revoked(user_id=user.id, jti=None)
-    except RevocationsUnavailable:
-        return user
-    if not deleted:
-        return user
-    await repository.remove(session, user=user)
-    await session.commit()
+    if user.deleted_at is None:
+        try:
+            if not revocations.is_revoked(user_id=user.id, jti=None):
+                return user
+        except RevocationsUnavailable:
+            return user
+    await _finish_deletion(session, revocations, user=user)
     return None
 
 
@@ -169,18 +170,18 @@ async def register(
     return await repository.create(session, username=username, password_hash=password_hash)
 
 
-async def _admit(
-    session: AsyncSession, policy: ThrottlePolicy, *, username: str, now: float
-) -> None:
+async def _count(session: AsyncSession, policy: ThrottlePolicy, *, key: str, now: float) -> None:
+    """Count one attempt under the throttle ``key``; ``LoginThrottled`` (or, for a logout key,
+    ``LogoutThrottled``) while it is locked."""
     try:
-        row = await repository.lock_throttle(session, username=username, now=now)
+        row = await repository.lock_throttle(session, username=key, now=now)
         wait = count_attempt(row, policy, now)
         await session.commit()
     except BaseException:
         await session.rollback()
         raise
     if wait is not None:
-        raise LoginThrottled(wait)
+        raise LogoutThrottled(wait) if key.startswith(_LOGOUT_KEY) else LoginThrottled(wait)
 
 
 async def authenticate(
@@ -203,7 +204,7 @@ async def authenticate(
     if not isinstance(name, str) or not is_username(name):
         await hasher.verify(password, None)
         raise InvalidCredentials()
-    await _admit(session, policy, username=name, now=now)
+    await _count(session, policy, key=name, now=now)
     user = await _live_user(session, revocations, username=name)
     ok = await hasher.verify(password, user.password_hash if user else None)
     if user is None or not ok:
@@ -215,30 +216,62 @@ async def authenticate(
 # --- Logout and account deletion --------------------------------------------------------------
 
 
-async def logout(revocations: Revocations, *, claims: TokenClaims) -> None:
-    """Revoke the presented token everywhere (the user's other tokens keep working)."""
+_LOGOUT_KEY = "logout:"
+
+
+def logout_throttle_key(user_id: str) -> str:
+    """The throttle row of an account's logouts (a ``:`` is never in a username)."""
+    return f"{_LOGOUT_KEY}{user_id}"
+
+
+async def logout(
+    session: AsyncSession,
+    policy: ThrottlePolicy,
+    revocations: Revocations,
+    *,
+    claims: TokenClaims,
+    now: float,
+) -> None:
+    """Revoke the presented token everywhere (the user's other tokens keep working).
+
+    Each logout writes an entry to the revocations bucket, so an account's logouts are throttled
+    like logins (every one counts, a success never resets them): a login and logout loop cannot
+    fill the bucket that every account's logout and deletion need."""
     if claims.token_id is None:
         raise TokenNotRevocable()
+    await _count(session, policy, key=logout_throttle_key(claims.user_id), now=now)
     try:
         await revocations.revoke_token(jti=claims.token_id, user_id=claims.user_id)
     except RevocationsUnavailable as exc:
         raise RevocationUnavailable() from exc
 
 
-async def delete_account(session: AsyncSession, revocations: Revocations, *, user_id: str) -> None:
-    """Delete the account: the row goes (its name is free again), then every token of the user
-    is revoked, which also tells registry-service to delete the user's functions. The deletion
-    is committed only once the revocation is written: a 503 leaves the account as it was."""
+async def delete_account(
+    session: AsyncSession, revocations: Revocations, *, user_id: str, now: datetime
+) -> None:
+    """Delete the account: every token of the user is revoked (which also tells
+    registry-service to delete the user's functions), then the row goes and the name is free.
+
+    The row is marked deleted (committed) before the revocation is written, so a deletion that
+    fails after it can never bring the account back, even once the bucket has expired the entry:
+    the next login or registration of the name finishes it. A revocation that cannot be written
+    takes the mark back: the 503 leaves the account as it was."""
     user = await repository.get_by_id(session, user_id=user_id)
     if user is None:
         raise AccountNotFound()
+    await repository.mark_deleted(session, user=user, at=now)
     try:
-        await repository.remove(session, user=user)
         await revocations.revoke_user(user_id=user_id)
-        await session.commit()
     except RevocationsUnavailable as exc:
-        await session.rollback()
+        await repository.mark_deleted(session, user=user, at=None)
         raise RevocationUnavailable() from exc
-    except BaseException:
-        await session.rollback()
-        raise
+    await repository.remove(session, user=user)
+
+
+async def _finish_deletion(session: AsyncSession, revocations: Revocations, *, user: User) -> None:
+    """The end of a deletion that failed after its mark: revoke (again) and delete the row."""
+    try:
+        await revocations.revoke_user(user_id=user.id)
+    except RevocationsUnavailable as exc:
+        raise RevocationUnavailable() from exc
+    await repository.remove(session, user=user)

@@ -7,14 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from auth_service import repository
 from auth_service.config import AuthSettings
+from auth_service.models import User
 from faas_common.revocation import RevocationsUnavailable
 from faas_common.security import key_id
 from tests.unit.auth.factories import (
     PASSWORD,
+    ManualClock,
     MemoryRevocations,
     RegisteredUser,
     bearer,
@@ -133,3 +139,82 @@ async def test_a_name_whose_account_the_database_kept_can_be_registered_again(
     await revocations.revoke_user(user_id=user.id)
     again = await register(client, user.username.upper(), "a-new-password")
     assert (again["username"], again["id"] != user.id) == (user.username, True)
+
+
+class FailingRemoval:
+    """``repository.remove`` that fails like a database gone away, the first ``times`` calls."""
+
+    def __init__(self, times: int) -> None:
+        self.left = times
+        self.real = repository.remove
+
+    async def __call__(self, session: AsyncSession, *, user: User) -> None:
+        if self.left > 0:
+            self.left -= 1
+            raise OperationalError("DELETE FROM user", {}, ConnectionError("database gone"))
+        await self.real(session, user=user)
+
+
+@pytest.mark.parametrize("then", ["login", "register"])
+async def test_an_account_whose_row_survived_its_deletion_never_comes_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: str
+) -> None:
+    revocations = MemoryRevocations()
+    async with (
+        running_app(make_settings(tmp_path), revocations=revocations) as app,
+        client_for(app) as client,
+    ):
+        created = await register(client, "frank")
+        token = await login(client, "frank")
+        monkeypatch.setattr(repository, "remove", FailingRemoval(times=1))
+        failed = await client.delete("/auth/users/me", headers=bearer(token))
+        assert failed.status_code == 503
+        assert revocations.users == {created["id"]}
+        # The bucket expires the entry (every token of the account has expired by then).
+        revocations.users.clear()
+
+        if then == "login":
+            response = await client.post(
+                "/auth/login", json={"username": "frank", "password": PASSWORD}
+            )
+            assert response.status_code == 401
+            assert response.json()["code"] == "invalid_credentials"
+            assert revocations.users == {created["id"]}  # the deletion was finished
+        again = await register(client, "frank", "a-new-password")
+        assert again["id"] != created["id"]
+        refused = await client.post("/auth/login", json={"username": "frank", "password": PASSWORD})
+        assert refused.status_code == 401
+
+
+async def test_an_accounts_logouts_are_throttled_and_a_login_does_not_reset_them(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    settings = make_settings(tmp_path, login_max_failures=3, login_lockout_seconds=60)
+    revocations = MemoryRevocations()
+    async with (
+        running_app(settings, revocations=revocations, clock=clock) as app,
+        client_for(app) as client,
+    ):
+        await register(client, "grace")
+        await register(client, "heidi")
+        for _ in range(3):
+            token = await login(client, "grace")
+            logout = await client.post("/auth/logout", headers=bearer(token))
+            assert logout.status_code == 204
+        token = await login(client, "grace")  # logins are not locked by logouts
+        refused = await client.post("/auth/logout", headers=bearer(token))
+        assert refused.status_code == 429
+        assert refused.json() == {
+            "detail": "Too many logouts for this account: try again later",
+            "code": "logout_throttled",
+        }
+        assert refused.headers["retry-after"] == "60"
+        assert len(revocations.tokens) == 3
+        assert (await client.get("/auth/validate", headers=bearer(token))).status_code == 200
+
+        other = await login(client, "heidi")  # other accounts are not slowed
+        assert (await client.post("/auth/logout", headers=bearer(other))).status_code == 204
+
+        clock.advance(60)
+        assert (await client.post("/auth/logout", headers=bearer(token))).status_code == 204
