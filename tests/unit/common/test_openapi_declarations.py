@@ -34,7 +34,7 @@ EXPECTED: dict[str, dict[Operation, set[int]]] = {
         ("post", "/auth/register"): {201, 400, 409, 413, 422, 503},
         ("post", "/auth/login"): {200, 400, 401, 413, 422, 429, 503},
         ("get", "/auth/validate"): {200, 401, 413, 503},
-        ("post", "/auth/logout"): {204, 400, 401, 413, 503},
+        ("post", "/auth/logout"): {204, 400, 401, 413, 429, 503},
         ("delete", "/auth/users/me"): {204, 401, 404, 413, 503},
         ("get", "/auth/.well-known/jwks.json"): {200, 413},
         ("get", "/auth/health"): HEALTH,
