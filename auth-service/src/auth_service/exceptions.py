@@ -7,8 +7,8 @@
     ├── Unauthorized ── InvalidCredentials       401 invalid_credentials
     ├── NotFound ── AccountNotFound              404 account_not_found
     ├── Conflict ── UsernameTaken                409 username_taken
-    ├── TooManyRequests ─┬ LoginThrottled       429 login_throttled (Retry-After)
-    │                    └ LogoutThrottled      429 logout_throttled (Retry-After)
+    ├── TooManyRequests ── LoginThrottled        429 login_throttled (Retry-After)
+    │                      └── LogoutThrottled   429 logout_throttled (Retry-After)
     └── DependencyUnavailable ── RevocationUnavailable   503 revocation_unavailable
 """
 

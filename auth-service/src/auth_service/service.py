@@ -269,9 +269,11 @@ async def delete_account(
 
 
 async def _finish_deletion(session: AsyncSession, revocations: Revocations, *, user: User) -> None:
-    """The end of a deletion that failed after its mark: revoke (again) and delete the row."""
+    """The end of a deletion that failed halfway: revoke (unless the bucket still says so) and
+    delete the row."""
     try:
-        await revocations.revoke_user(user_id=user.id)
+        if not revocations.is_revoked(user_id=user.id, jti=None):
+            await revocations.revoke_user(user_id=user.id)
     except RevocationsUnavailable as exc:
         raise RevocationUnavailable() from exc
     await repository.remove(session, user=user)
