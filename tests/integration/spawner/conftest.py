@@ -12,13 +12,19 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import docker
+import nats.js.errors
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
-from faas_common.contract import MANAGED_LABEL
+from faas_common.contract import EXECUTIONS_STREAM, MANAGED_LABEL
+from faas_common.executions import ExecutionStore
+from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import RunSpec
 from spawner_service.runtime.docker import EXECUTION_LABEL, MANAGED_VALUE, DockerRuntime
@@ -133,3 +139,34 @@ def spec(prefix: str, busybox: str) -> SpecFactory:
         return RunSpec(**values)
 
     return factory
+
+
+# --- NATS: a client with no EXECUTIONS stream before or after, and a records bucket per test ---
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[NATS]:
+    client = await connect_nats([nats_url], name="spawner-test", connect_timeout=15)
+    js = client.jetstream()
+    await _delete_stream(js)
+    try:
+        yield client
+    finally:
+        await _delete_stream(js)
+        await client.close()
+
+
+async def _delete_stream(js: JetStreamContext) -> None:
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_stream(EXECUTIONS_STREAM)
+
+
+@pytest.fixture
+async def store(nc: NATS) -> AsyncIterator[ExecutionStore]:
+    js = nc.jetstream()
+    bucket = f"spawner_test_{uuid.uuid4().hex[:12]}"
+    kv = await ensure_kv(js, bucket, ttl=timedelta(minutes=10))
+    try:
+        yield ExecutionStore(kv)
+    finally:
+        await js.delete_key_value(bucket)

@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
 
-import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from faas_common.contract import EXECUTIONS_STREAM
 from faas_common.executions import ExecutionStore
-from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.worker import Worker
 from tests.integration.spawner.conftest import SpecFactory
@@ -114,31 +109,6 @@ async def test_a_silent_pull_is_abandoned_after_the_connect_bound(
 
 
 # --- through a worker: the record, the reply, the slot --------------------------------------
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await connect_nats([nats_url], name="spawner-pull-test", connect_timeout=15)
-    js = client.jetstream()
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_stream(EXECUTIONS_STREAM)
-    try:
-        yield client
-    finally:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(EXECUTIONS_STREAM)
-        await client.close()
-
-
-@pytest.fixture
-async def store(nc: NATS) -> AsyncIterator[ExecutionStore]:
-    js = nc.jetstream()
-    bucket = f"spawner_pull_test_{uuid.uuid4().hex[:12]}"
-    kv = await ensure_kv(js, bucket, ttl=timedelta(minutes=10))
-    try:
-        yield ExecutionStore(kv)
-    finally:
-        await js.delete_key_value(bucket)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import nats.errors
@@ -28,7 +27,6 @@ import pytest
 import requests
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from faas_common.contract import (
     EXECUTIONS_BUCKET,
@@ -43,7 +41,6 @@ from faas_common.contract import (
     execution_key,
 )
 from faas_common.executions import ExecutionStore
-from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
 from spawner_service.worker import Worker
@@ -52,34 +49,6 @@ from tests.integration.spawner.conftest import containers_of
 NEVER_PULLED = "127.0.0.1:1/never-pulled:1"
 """For jobs that must not reach an engine: a loopback reference, so even a pull fails at once."""
 USER = "user-1"
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[NATS]:
-    client = await connect_nats([nats_url], name="spawner-test", connect_timeout=15)
-    js = client.jetstream()
-    await _delete_stream(js)
-    try:
-        yield client
-    finally:
-        await _delete_stream(js)
-        await client.close()
-
-
-async def _delete_stream(js: JetStreamContext) -> None:
-    with contextlib.suppress(nats.js.errors.NotFoundError):
-        await js.delete_stream(EXECUTIONS_STREAM)
-
-
-@pytest.fixture
-async def store(nc: NATS) -> AsyncIterator[ExecutionStore]:
-    js = nc.jetstream()
-    bucket = f"spawner_test_{uuid.uuid4().hex[:12]}"
-    kv = await ensure_kv(js, bucket, ttl=timedelta(minutes=10))
-    try:
-        yield ExecutionStore(kv)
-    finally:
-        await js.delete_key_value(bucket)
 
 
 class Replies:
