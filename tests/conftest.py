@@ -10,6 +10,7 @@ Infrastructure fixtures skip their tests when a dependency is missing, and fail 
   dropped afterwards; needs ``FAAS_TEST_POSTGRES_URL``). ``sqlite_database_url`` and
   ``postgres_database_url`` give one backend only.
 - ``rsa_keys`` (session): an RSA 2048 key pair, in memory and as PEM files.
+- ``shim_binary`` (session): the spawner's static shim, compiled for this machine.
 
 Tests using these fixtures are marked ``nats`` / ``postgres`` automatically; tests marked ``docker``
 are skipped (or failed in CI) when no Docker engine answers.
@@ -26,6 +27,7 @@ from tests.support.databases import postgres_database, sqlite_url
 from tests.support.infra import require, require_docker
 from tests.support.keys import RsaKeys, generate_rsa_keys
 from tests.support.nats_server import NatsServer, find_nats_server, free_port
+from tests.support.shim import build_shim
 
 NATS_FIXTURES = frozenset({"nats_server", "nats_url"})
 
@@ -132,3 +134,12 @@ def _no_registry_host_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
     from registry_service import admission
 
     monkeypatch.setattr(admission, "system_resolver", _loopback_only_resolver)
+
+
+# --- spawner shim -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def shim_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The spawner's static shim, compiled once per session for this machine."""
+    return build_shim(tmp_path_factory.mktemp("shim"))
