@@ -28,6 +28,7 @@ from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import RunSpec
 from spawner_service.runtime.docker import EXECUTION_LABEL, MANAGED_VALUE, DockerRuntime
+from tests.integration.spawner.jobs import Replies
 from tests.support.images import build, busybox_image, image_exists, python_base_image
 
 ARGV_ECHO_TAG = "faas-test/argv-echo:1"
@@ -170,3 +171,13 @@ async def store(nc: NATS) -> AsyncIterator[ExecutionStore]:
         yield ExecutionStore(kv)
     finally:
         await js.delete_key_value(bucket)
+
+
+@pytest.fixture
+async def replies(nc: NATS) -> AsyncIterator[Replies]:
+    collected = Replies()
+    subscription = await nc.subscribe(f"faas.reply.{collected.instance}.*", cb=collected.handle)
+    try:
+        yield collected
+    finally:
+        await subscription.unsubscribe()

@@ -20,7 +20,7 @@ from faas_common.executions import ExecutionStore
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.worker import Worker
 from tests.integration.spawner.conftest import SpecFactory
-from tests.integration.spawner.test_worker import (
+from tests.integration.spawner.jobs import (
     Replies,
     enqueue,
     eventually,
@@ -109,16 +109,6 @@ async def test_a_silent_pull_is_abandoned_after_the_connect_bound(
 
 
 # --- through a worker: the record, the reply, the slot --------------------------------------
-
-
-@pytest.fixture
-async def replies(nc: NATS) -> AsyncIterator[Replies]:
-    collected = Replies()
-    subscription = await nc.subscribe(f"faas.reply.{collected.instance}.*", cb=collected.handle)
-    try:
-        yield collected
-    finally:
-        await subscription.unsubscribe()
 
 
 @pytest.fixture

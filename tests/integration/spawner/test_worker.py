@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ import nats.js.errors
 import pytest
 import requests
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 
 from faas_common.contract import (
     EXECUTIONS_BUCKET,
@@ -34,68 +32,25 @@ from faas_common.contract import (
     SPAWNER_CONSUMER,
     STREAM_FULL,
     ExecutionRecord,
-    FunctionSnapshot,
     Job,
-    ensure_executions_stream,
     exec_subject,
     execution_key,
 )
 from faas_common.executions import ExecutionStore
-from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
 from spawner_service.worker import Worker
 from tests.integration.spawner.conftest import containers_of
-
-NEVER_PULLED = "127.0.0.1:1/never-pulled:1"
-"""For jobs that must not reach an engine: a loopback reference, so even a pull fails at once."""
-USER = "user-1"
-
-
-class Replies:
-    """Every reply published under this test's reply prefix, by execution id."""
-
-    def __init__(self) -> None:
-        self.instance = f"test{uuid.uuid4().hex[:8]}"
-        self.records: dict[str, ExecutionRecord] = {}
-        self.arrived = asyncio.Condition()
-
-    def subject(self, execution_id: str) -> str:
-        return f"faas.reply.{self.instance}.{execution_id}"
-
-    async def handle(self, msg: Msg) -> None:
-        record = ExecutionRecord.model_validate_json(msg.data)
-        async with self.arrived:
-            self.records[record.execution_id] = record
-            self.arrived.notify_all()
-
-    async def wait(self, *execution_ids: str, within: float = 30.0) -> list[ExecutionRecord]:
-        async with asyncio.timeout(within), self.arrived:
-            await self.arrived.wait_for(lambda: all(i in self.records for i in execution_ids))
-        return [self.records[i] for i in execution_ids]
-
-
-@pytest.fixture
-async def replies(nc: NATS) -> AsyncIterator[Replies]:
-    collected = Replies()
-    subscription = await nc.subscribe(f"faas.reply.{collected.instance}.*", cb=collected.handle)
-    try:
-        yield collected
-    finally:
-        await subscription.unsubscribe()
-
-
-def make_settings(**overrides: Any) -> SpawnerSettings:
-    values: dict[str, Any] = {
-        "max_containers": 2,
-        "max_in_flight": 20,
-        "max_in_flight_per_user": 20,
-        "fetch_timeout": 0.5,
-        "retry_delay_seconds": 0.2,
-        "heartbeat_seconds": 1.0,
-        "ack_wait_seconds": 10.0,
-    }
-    return SpawnerSettings(**(values | overrides))
-
+from tests.integration.spawner.jobs import (
+    USER,
+    Replies,
+    create_stream,
+    enqueue,
+    eventually,
+    make_job,
+    make_settings,
+    stream_empty,
+    stream_messages,
+)
 
 StartWorker = Callable[..., Awaitable[tuple[Worker, "asyncio.Task[None]"]]]
 
@@ -122,83 +77,6 @@ async def start_worker(nc: NATS, store: ExecutionStore, prefix: str) -> AsyncIte
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 60)
         await runtime.close()
-
-
-def make_job(
-    prefix: str,
-    argument: str,
-    *,
-    image: str,
-    timeout_seconds: int = 20,
-    start_in: float = 30.0,
-    user: str = USER,
-    reply_to: Replies | None = None,
-) -> Job:
-    execution_id = f"{prefix}{uuid.uuid4().hex[:8]}"
-    now = time.time()
-    return Job(
-        execution_id=execution_id,
-        user_id=user,
-        function=FunctionSnapshot(
-            id="fn-1",
-            owner_id=user,
-            name="fn",
-            image=image,
-            timeout_seconds=timeout_seconds,
-            memory_mb=64,
-            env={},
-            updated_at="2026-01-01T00:00:00Z",
-        ),
-        argument=argument,
-        reply_subject=reply_to.subject(execution_id) if reply_to else None,
-        enqueued_at=now,
-        start_deadline=now + start_in,
-        request_id=f"req-{execution_id}",
-    )
-
-
-async def enqueue(nc: NATS, store: ExecutionStore, job: Job, *, record: bool = True) -> None:
-    """What the publisher does: a ``queued`` record, then the job into the stream."""
-    if record:
-        await store.create(
-            job.user_id,
-            ExecutionRecord(
-                execution_id=job.execution_id,
-                function=job.function.name,
-                status="queued",
-                created_at=job.enqueued_at,
-            ),
-        )
-    await nc.jetstream().publish(
-        exec_subject(job.user_id),
-        job.model_dump_json().encode(),
-        headers={"Nats-Msg-Id": job.execution_id},
-    )
-
-
-async def create_stream(nc: NATS, **overrides: Any) -> None:
-    """The stream as the publisher would create it, before any worker runs."""
-    await ensure_executions_stream(nc.jetstream(), make_settings(**overrides))
-
-
-async def stream_messages(nc: NATS) -> int:
-    info = await nc.jetstream().stream_info(EXECUTIONS_STREAM)
-    return int(info.state.messages)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def stream_empty(nc: NATS) -> None:
-    async def empty() -> bool:
-        return await stream_messages(nc) == 0
-
-    await eventually(empty)
 
 
 def most_at_once(records: list[ExecutionRecord]) -> int:
