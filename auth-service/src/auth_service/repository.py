@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth_service.exceptions import UsernameTaken
 from auth_service.models import LoginThrottle, User
+from faas_common.db import is_postgresql
 
 STALE_AFTER_SECONDS = 7 * 24 * 3600.0
 """A throttle row untouched for this long (and not locked) is forgotten."""
@@ -64,8 +65,7 @@ async def lock_throttle(session: AsyncSession, *, username: str, now: float) -> 
     The insert comes first: on SQLite it takes the database's write lock (which serialises the
     read below with every other writer); on PostgreSQL the row is then read ``FOR UPDATE``.
     """
-    connection = await session.connection()
-    postgresql = connection.dialect.name == "postgresql"
+    postgresql = await is_postgresql(session)
     insert = postgresql_insert if postgresql else sqlite_insert
     values = {"username": username, "window_started_at": now, "last_attempt_at": now}
     created = await session.execute(

@@ -73,6 +73,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def is_postgresql(session: AsyncSession) -> bool:
+    """Whether the session's database is PostgreSQL (else SQLite): locking differs between them."""
+    connection = await session.connection()
+    return connection.dialect.name == "postgresql"
+
+
 async def ping(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         await conn.execute(text("SELECT 1"))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from faas_common.db import is_postgresql
 from registry_service.exceptions import FunctionExists, FunctionNotFound
 from registry_service.models import Function, utc_now
 
@@ -33,7 +34,7 @@ async def get(
     """
     statement = select(Function).where(Function.owner_id == owner_id, Function.name == name)
     if for_update:
-        if await _is_postgresql(session):
+        if await is_postgresql(session):
             statement = statement.with_for_update()
         else:
             await _write_lock(session)
@@ -62,7 +63,7 @@ async def lock_owner(session: AsyncSession, *, owner_id: str) -> None:
     (two int4 keys: a key space apart from the single-key migration lock). SQLite: the
     database's write lock.
     """
-    if await _is_postgresql(session):
+    if await is_postgresql(session):
         await session.execute(
             text("SELECT pg_advisory_xact_lock(:class_id, hashtext(:owner_id))"),
             {"class_id": OWNER_LOCK_CLASS, "owner_id": owner_id},
@@ -134,15 +135,10 @@ async def lock_all(session: AsyncSession) -> None:
     INSERT/UPDATE/DELETE holds until it commits, and with itself). SQLite: the database's write
     lock, which writers hold from their first write (or ``get(for_update=True)``) to their commit.
     """
-    if await _is_postgresql(session):
+    if await is_postgresql(session):
         await session.execute(text('LOCK TABLE "function" IN SHARE ROW EXCLUSIVE MODE'))
     else:
         await _write_lock(session)
-
-
-async def _is_postgresql(session: AsyncSession) -> bool:
-    connection = await session.connection()
-    return connection.dialect.name == "postgresql"
 
 
 async def _write_lock(session: AsyncSession) -> None:
