@@ -25,11 +25,13 @@ reading again and re-deciding.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 import nats.errors
 from nats.js import JetStreamContext
@@ -39,7 +41,7 @@ from nats.js.errors import (
     KeyNotFoundError,
     KeyWrongLastSequenceError,
 )
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from faas_common.contract import (
     EXECUTIONS_BUCKET,
@@ -59,6 +61,8 @@ from faas_common.nats import (
 )
 
 CAS_ATTEMPTS = 5
+WATCH_INACTIVE_SECONDS = 5.0
+"""A record watch's consumer is deleted by the server this long after its subscriber left."""
 
 T = TypeVar("T")
 
@@ -105,8 +109,19 @@ class RecordStore(Protocol):
         """The user's newest records, optionally of one function only, at most ``limit``."""
 
 
+class RecordWatch(Protocol):
+    """Waiting for a record to become final: ``ExecutionStore`` over a KV watch, and the fakes."""
+
+    async def until_final(
+        self, user_id: str, execution_id: str, *, within: float
+    ) -> ExecutionRecord | None:
+        """The record as soon as it is final (at once if it is already), or None when
+        ``within`` seconds passed first or the record was removed; ``StoreUnavailable`` when
+        the watch cannot be set up."""
+
+
 class ExecutionStore:
-    """``RecordStore`` over the ``executions`` KV bucket."""
+    """``RecordStore`` and ``RecordWatch`` over the ``executions`` KV bucket."""
 
     def __init__(
         self,
@@ -196,6 +211,36 @@ class ExecutionStore:
                     break
         records.sort(key=lambda record: record.created_at, reverse=True)
         return records
+
+    async def until_final(
+        self, user_id: str, execution_id: str, *, within: float
+    ) -> ExecutionRecord | None:
+        """A watch on the record's key alone (an ephemeral ordered consumer the server drops
+        ``WATCH_INACTIVE_SECONDS`` after it is unsubscribed): its current value first, then
+        every write, so a record that becomes final between a read and the watch is never
+        missed. No polling."""
+        key = execution_key(user_id, execution_id)
+        try:
+            watcher = await self.kv.watch(key, inactive_threshold=WATCH_INACTIVE_SECONDS)
+        except NATS_ERRORS as exc:
+            raise StoreUnavailable(f"the execution records watch failed: {exc!r}") from exc
+        stop = cast(Callable[[], Awaitable[None]], watcher.stop)  # untyped in nats-py
+        try:
+            async with asyncio.timeout(within):
+                async for entry in watcher:
+                    if entry is None:
+                        continue  # the end of the current values
+                    if entry.operation in (KV_DEL, KV_PURGE):
+                        return None
+                    record = ExecutionRecord.model_validate_json(entry.value or b"")
+                    if is_final(record):
+                        return record
+        except TimeoutError:
+            return None
+        finally:
+            with contextlib.suppress(*NATS_ERRORS):
+                await stop()
+        return None
 
     async def _read(self, key: str) -> tuple[ExecutionRecord, int] | None:
         try:
@@ -294,6 +339,7 @@ def queued(job: Job) -> ExecutionRecord:
         status="queued",
         created_at=job.enqueued_at,
         start_deadline=job.start_deadline,
+        request_id=job.request_id,
     )
 
 

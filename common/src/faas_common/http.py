@@ -2,8 +2,10 @@
 
 ``PlatformMiddleware`` (pure ASGI, one per app):
 
-- request id: reuses a sane ``X-Request-ID`` from the gateway or makes one, puts it in the
-  logging context and echoes it on the response;
+- request id: reuses a sane ``X-Request-ID`` from the gateway or the client
+  (``faas_common.contract.is_request_id``) or makes one, puts it in the logging context and
+  echoes it on every response, errors included (an unexpected exception is answered 500
+  ``internal_error`` here, its traceback logged with the request id);
 - body cap: a body over ``max_body_bytes`` is a 413 ``payload_too_large`` before any route runs;
 - whole bodies only: a client that disconnects before its body ended (shorter than its
   ``Content-Length``) reaches no route; the access log says 499;
@@ -12,17 +14,19 @@
 - one access-log line per request, with the client's address (the proxy's ``X-Forwarded-For``
   only when it comes from ``FORWARDED_ALLOW_IPS``, see ``faas_common.edge``).
 
-``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``.
+``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``, with the process's
+Prometheus ``/metrics`` on ``METRICS_PORT``. ``HttpMetrics`` (``faas_common.http_metrics``), the
+outermost middleware, counts every request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-import re
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -31,24 +35,24 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faas_common.errors import BadRequest, error_body, install_error_handlers
+from faas_common.contract import is_request_id, new_request_id
+from faas_common.errors import BadRequest, ServiceError, error_body, install_error_handlers
+from faas_common.http_metrics import HttpMetrics
 from faas_common.logging import configure_logging, request_id_var
+from faas_common.metrics import serving_metrics
 from faas_common.openapi import EVERY_ROUTE
 from faas_common.settings import CommonSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+T = TypeVar("T")
 
 access_log = logging.getLogger("faas.access")
+logger = logging.getLogger("faas.http")
 
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPES = (b"application/json", b"application/merge-patch+json")
 CLIENT_GONE = 499
 """The access log's status of a request whose client disconnected before its body ended."""
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 class PlatformMiddleware:
@@ -62,16 +66,14 @@ class PlatformMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         incoming = _header(headers, b"x-request-id")
-        request_id = (
-            incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_request_id()
-        )
+        request_id = incoming if is_request_id(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status_holder.update(status=message["status"], started=True)
                 response_headers = list(message.get("headers", []))
                 response_headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": response_headers}
@@ -99,7 +101,15 @@ class PlatformMiddleware:
                     headers = [(k, v) for k, v in headers if k != b"content-type"]
                     headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
-            await self.app(scope, _replay(body), send_with_id)
+            await self.app(scope, _replay(body, receive), send_with_id)
+        except Exception:
+            if status_holder["started"]:
+                raise
+            # Answered here, not by Starlette's outer error middleware: the 500 carries the
+            # request id and its traceback is logged with it.
+            logger.exception("unhandled error")
+            internal = error_body("Internal server error", "internal_error")
+            await _send_json(send_with_id, 500, internal)
         finally:
             access_log.info(
                 "%s %s %s",
@@ -153,7 +163,9 @@ def _is_json_type(content_type: str | None) -> bool:
     return media in _JSON_TYPES or media.endswith(b"+json")
 
 
-def _replay(body: bytes) -> Receive:
+def _replay(body: bytes, upstream: Receive) -> Receive:
+    """The body read already, then the server's own messages (its ``http.disconnect`` when
+    the client leaves: see ``until_disconnected``)."""
     sent = False
 
     async def receive() -> Message:
@@ -161,9 +173,46 @@ def _replay(body: bytes) -> Receive:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
+        return await upstream()
 
     return receive
+
+
+class ClientGone(ServiceError):
+    """The client disconnected while its request waited: nobody reads the answer, the access
+    log says 499."""
+
+    status_code = CLIENT_GONE
+    code = "client_gone"
+    detail = "The client disconnected"
+
+
+async def until_disconnected(receive: Receive) -> None:
+    """Return when the client has disconnected (the request's body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+    """``work``'s result, or ``ClientGone`` as soon as the client leaves first; ``work`` is
+    cancelled then (a long wait frees what it holds at once)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(until_disconnected(receive))
+    try:
+        done, _ = await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        await _cancelled(gone)
+        if not task.done():
+            await _cancelled(task)
+    if task in done:
+        return task.result()
+    raise ClientGone()
+
+
+async def _cancelled(future: asyncio.Future[Any]) -> None:
+    future.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await future
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -204,6 +253,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(HttpMetrics, service=title)  # outermost: counts what Platform refuses
     return app
 
 
@@ -237,11 +287,14 @@ def validate_body(model: type[ModelT], data: Any) -> ModelT:
 
 
 def serve(app: FastAPI, *, service: str, host: str, port: int, settings: CommonSettings) -> None:
-    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``), behind
-    the settings' HTTP edge limits."""
+    """Run one service app with uvicorn (``python -m <service>``), logging in ``LOG_FORMAT``,
+    behind the settings' HTTP edge limits."""
     import uvicorn
 
     from faas_common.edge import EdgeLimits, uvicorn_options
 
-    configure_logging(service, settings.log_level)
-    uvicorn.run(app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings)))
+    configure_logging(service, settings.log_level, settings.log_format)
+    with serving_metrics(settings.metrics_host, settings.metrics_port):
+        uvicorn.run(
+            app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings))
+        )
