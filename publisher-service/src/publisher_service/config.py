@@ -8,10 +8,13 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from faas_common.contract import DUPLICATE_WINDOW_SECONDS, ID_PATTERN
-from faas_common.settings import CommonSettings, ImageSettings
+from faas_common.settings import CommonSettings, ImageSettings, metrics_port_field
 
 MAX_HISTORY_LIMIT = 100
 """The most records ``GET /publisher/executions`` returns, whatever ``limit`` asks for."""
+
+MAX_WAIT_SECONDS = 60
+"""The longest ``GET /publisher/executions/{id}?wait=`` a client may ask for."""
 
 ARGV_ELEMENT_LIMIT = 131_071
 """One argv element is at most this many bytes (the kernel's MAX_ARG_STRLEN minus the NUL)."""
@@ -28,6 +31,7 @@ class PublisherSettings(CommonSettings, ImageSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = Field(8000, ge=1, le=65535)
+    metrics_port: int = metrics_port_field(9103, "PUBLISHER_")
     max_argument_bytes: int = Field(
         ARGV_ELEMENT_LIMIT,
         ge=1,
@@ -66,6 +70,18 @@ class PublisherSettings(CommonSettings, ImageSettings):
         ge=1,
         le=MAX_HISTORY_LIMIT,
         description="Records GET /publisher/executions returns when no limit is given.",
+    )
+    max_waiters: int = Field(
+        256,
+        ge=1,
+        description="Long polls (GET /publisher/executions/{id}?wait=) this instance holds at "
+        "once, each a watch on one record; one more is a 503 too_many_waiters.",
+    )
+    max_waiters_per_user: int = Field(
+        16,
+        ge=1,
+        description="Long polls one user may hold on this instance at once; one more is a 429 "
+        "wait_limit.",
     )
     nats_timeout: float = Field(
         5.0,

@@ -9,6 +9,8 @@ Hierarchy (``ActivationError`` carries the execution record, when there is one, 
     │             └ ExecutionNotFound                 404 execution_not_found
     ├── Conflict ── IdempotencyKeyReused              409 idempotency_key_reused
     ├── PayloadTooLarge ── ArgumentTooLarge           413 argument_too_large
+    ├── TooManyRequests ── WaitLimit                  429 wait_limit            Retry-After: 1
+    ├── DependencyUnavailable ── TooManyWaiters       503 too_many_waiters      Retry-After: 2
     └── ActivationError
         ├── ConcurrencyLimit    (TooManyRequests)     429 concurrency_limit     Retry-After: 1
         ├── ActivationFailed    (BadGateway)          502 function_failed / output_too_large /
@@ -58,6 +60,16 @@ class IdempotencyKeyReused(Conflict):
 class ArgumentTooLarge(PayloadTooLarge):
     code = "argument_too_large"
     detail = "The argument is too large"
+
+
+class WaitLimit(TooManyRequests):
+    code = "wait_limit"
+    detail = "You hold the most long polls allowed at once: retry later, or without wait"
+
+
+class TooManyWaiters(DependencyUnavailable):
+    code = "too_many_waiters"
+    detail = "This instance holds the most long polls it can: retry later, or without wait"
 
 
 class ActivationError(ServiceError):

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from faas_common.contract import ExecutionRecord
 from faas_common.errors import ServiceError
+from faas_common.http import unless_disconnected
 from faas_common.logging import request_id_var
 from faas_common.openapi import (
     AUTHENTICATED,
@@ -21,7 +22,7 @@ from faas_common.openapi import (
 )
 from faas_common.security import CurrentUser
 from faas_common.validation import FUNCTION_NAME_PATTERN
-from publisher_service.config import MAX_HISTORY_LIMIT
+from publisher_service.config import MAX_HISTORY_LIMIT, MAX_WAIT_SECONDS
 from publisher_service.exceptions import ActivationError
 from publisher_service.schemas import (
     ActivationErrorBody,
@@ -31,6 +32,7 @@ from publisher_service.schemas import (
 )
 from publisher_service.service import ActivationRequest, Publisher
 from publisher_service.timing import PhaseTimer
+from publisher_service.waits import Waiter
 
 PREFIX = "/publisher"
 IDEMPOTENCY_KEY_MAX_LENGTH = 200
@@ -48,7 +50,22 @@ def _history_limit(request: Request) -> int:
     return limit
 
 
+def _waiter(request: Request) -> Waiter:
+    waiter: Waiter = request.app.state.waiter
+    return waiter
+
+
 PublisherDep = Annotated[Publisher, Depends(_publisher)]
+WaiterDep = Annotated[Waiter, Depends(_waiter)]
+WaitSeconds = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description=f"Long poll: answer as soon as the record is final, or after this many "
+        f"seconds (at most {MAX_WAIT_SECONDS}) with the record as it is then; 0 answers at once",
+    ),
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -178,19 +195,40 @@ async def publish(
 
 @router.get(
     "/executions/{execution_id}",
-    summary="One of the caller's execution records",
+    summary="One of the caller's execution records; with wait, once it is final",
     responses={
         **AUTHENTICATED,
         **PARAMETERS,
         **_error(
             404, "No such execution of the caller (or expired)", "execution_not_found", "Not found"
         ),
+        **_error(
+            429,
+            "The caller holds MAX_WAITERS_PER_USER long polls on this instance; see Retry-After",
+            "wait_limit",
+            "You hold the most long polls allowed at once: retry later, or without wait",
+        ),
+        **_error(
+            503,
+            "A dependency is unavailable, or this instance holds MAX_WAITERS long polls "
+            "(too_many_waiters); see Retry-After",
+            "too_many_waiters",
+            "This instance holds the most long polls it can: retry later, or without wait",
+        ),
     },
 )
 async def get_execution(
-    execution_id: str, user: CurrentUser, publisher: PublisherDep
+    execution_id: str,
+    request: Request,
+    user: CurrentUser,
+    publisher: PublisherDep,
+    waiter: WaiterDep,
+    wait: WaitSeconds = 0,
 ) -> ExecutionRecord:
-    return await publisher.get_execution(user.user_id, execution_id)
+    if wait <= 0:
+        return await publisher.get_execution(user.user_id, execution_id)
+    waiting = waiter.wait(user.user_id, execution_id, seconds=wait)
+    return await unless_disconnected(request.receive, waiting)
 
 
 @router.get(
