@@ -58,7 +58,7 @@ EXPECTED: dict[str, dict[Operation, set[int]]] = {
         ("post", "/publisher/publish"): {
             200, 202, 400, 401, 403, 404, 409, 413, 422, 429, 502, 503, 504, 507,
         },
-        ("get", "/publisher/executions/{execution_id}"): {200, 401, 404, 413, 422, 503},
+        ("get", "/publisher/executions/{execution_id}"): {200, 401, 404, 413, 422, 429, 503},
         ("get", "/publisher/executions"): {200, 401, 413, 422, 503},
         ("get", "/publisher/health"): HEALTH,
         ("get", "/publisher/ready"): READY,

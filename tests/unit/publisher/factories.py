@@ -24,6 +24,7 @@ from faas_common.executions import (
     RecordConflict,
     StoreUnavailable,
     finished,
+    is_final,
     started,
     transition,
 )
@@ -96,12 +97,15 @@ class FakeCatalog:
 
 @dataclass
 class FakeRecords:
-    """``RecordStore`` in a dict, with revisions and compare-and-set like the KV bucket.
-    ``failing``: every call raises ``StoreUnavailable`` (the bucket is down)."""
+    """``RecordStore`` and ``RecordWatch`` in a dict, with revisions and compare-and-set like
+    the KV bucket. ``failing``: every call raises ``StoreUnavailable`` (the bucket is down)."""
 
     entries: dict[tuple[str, str], tuple[ExecutionRecord, int]] = field(default_factory=dict)
     failing: bool = False
+    watches: int = 0
+    """Watches set up so far (``until_final`` calls)."""
     _revision: int = 0
+    _written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     def _next(self) -> int:
         if self.failing:
@@ -114,6 +118,7 @@ class FakeRecords:
             raise RecordConflict(record.execution_id)
         revision = self._next()
         self.entries[(user_id, record.execution_id)] = (record, revision)
+        await self._notify()
         return revision
 
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
@@ -127,7 +132,33 @@ class FakeRecords:
             raise RecordConflict(record.execution_id)
         new_revision = self._next()
         self.entries[(user_id, record.execution_id)] = (record, new_revision)
+        await self._notify()
         return new_revision
+
+    async def _notify(self) -> None:
+        async with self._written:
+            self._written.notify_all()
+
+    async def until_final(
+        self, user_id: str, execution_id: str, *, within: float
+    ) -> ExecutionRecord | None:
+        if self.failing:
+            raise StoreUnavailable("down")
+        self.watches += 1
+
+        async def final() -> ExecutionRecord | None:
+            async with self._written:
+                while (current := self.entries.get((user_id, execution_id))) is not None:
+                    if is_final(current[0]):
+                        return current[0]
+                    await self._written.wait()
+            return None
+
+        try:
+            async with asyncio.timeout(within):
+                return await final()
+        except TimeoutError:
+            return None
 
     async def list_for_user(
         self, user_id: str, *, function: str | None, limit: int
@@ -289,6 +320,7 @@ class FakeBackends:
             queue=self.queue,
             idempotency=self.idempotency,
             replies=self.replies,
+            watch=self.records,
         )
 
 
