@@ -1,42 +1,60 @@
 /*
  * faas-shim: the entrypoint of a prewarmed container (run under the container's init process).
  *
- * It waits for ONE framed message on stdin, then replaces itself with the function's process:
- * chdir(cwd), stdin replaced by /dev/null, execve(argv, env) with a PATH search when argv[0] has
- * no slash (over the PATH of the message's env). It reads exactly the frame's bytes from stdin,
- * never more: every read asks for the bytes still missing from the current field.
+ * It waits for ONE framed message on stdin, then runs the function as its child: stdin on
+ * /dev/null, stdout a pipe the shim relays, stderr the container's own; chdir(cwd), then
+ * execve(argv, env) with a PATH search when argv[0] has no slash (over the PATH of that env). It
+ * reads exactly the frame's bytes from stdin, never more: every read asks for the bytes still
+ * missing from the current field.
  *
  * Frame (every integer is an unsigned 32-bit big-endian number, "u32"):
  *
- *   magic  4 bytes   "FSH" then the version byte 0x01
+ *   magic  4 bytes   "FSH" then the version byte 0x02
  *   argc   u32       1 .. 4096
  *   argc x { len u32 <= 131071, len bytes }       argv; argv[0] is not empty
  *   envc   u32       0 .. 4096
  *   envc x { len u32 <= 131071, len bytes }       "KEY=VALUE", KEY not empty
- *   cwd    len u32 <= 4095, len bytes             working directory; empty means "/"
+ *   cwd    len u32 <= 4095, len bytes             working directory; empty: the shim's own
  *
  * The bytes of all elements together are at most 1 MiB. No element may contain a NUL byte. The
- * env is the whole environment of the function (nothing is inherited from the shim's own).
+ * function's environment is the shim's own (what the engine made of the image's and the
+ * container's env), each frame entry added or replacing the entry of the same KEY.
  *
- * Exit statuses of the shim itself (a message is written on stderr, nothing is executed):
+ * Output: the shim's stdout is a sequence of records, so that the function cannot forge the end:
+ *
+ *   'D' len u32, len bytes    bytes the function wrote on its stdout, in order
+ *   'X' status u32            the function ended: its exit status, or 128 + the signal that
+ *                             killed it; the last record
+ *   'E' status u32            the function could not be executed (126: found but cannot be
+ *                             executed, 127: not found); the last record
+ *
+ * The end record comes as soon as the function's process ends, once the output it left in the
+ * pipe is relayed; what processes it left behind write later is not (the container ends with the
+ * shim, as it ends with the function's process under `docker run`). The shim then exits 0.
+ *
+ * Exit statuses of the shim itself, with a message on stderr and no record (nothing ran):
  *   120  truncated frame (end of stdin or a read error before the frame is complete)
  *   121  bad magic or unknown version
  *   122  a count, an element or the total over its bound
  *   123  malformed element (NUL inside, empty argv[0], env entry without "KEY=")
- *   124  set-up failed (out of memory, /dev/null, chdir)
- *   126  the program was found but cannot be executed
- *   127  the program was not found
- * Once execve succeeds, the exit status is the function's own.
+ *   124  set-up failed (out of memory, /dev/null, pipe, fork, chdir)
+ *   125  the relay of the output failed (its stdout was closed)
  */
+#define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#define MAGIC "FSH\x01"
+extern char **environ;
+
+#define MAGIC "FSH\x02"
 #define MAX_ELEMENT 131071u
 #define MAX_COUNT 4096u
 #define MAX_TOTAL (1u << 20)
@@ -51,6 +69,7 @@ enum {
 	E_BOUND = 122,
 	E_MALFORMED = 123,
 	E_SETUP = 124,
+	E_RELAY = 125,
 	E_NOEXEC = 126,
 	E_NOTFOUND = 127,
 };
@@ -164,6 +183,121 @@ static int exec_search(char **argv, char **envp)
 	}
 }
 
+/* Write all of buf to fd 1, or exit: nobody reads the records any more. */
+static void write_all(const void *buf, size_t n)
+{
+	const char *p = buf;
+	while (n > 0) {
+		ssize_t put = write(1, p, n);
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put <= 0)
+			_exit(E_RELAY);
+		p += put;
+		n -= (size_t)put;
+	}
+}
+
+static void put_record(char type, uint32_t value, const void *data, size_t len)
+{
+	unsigned char head[5] = {(unsigned char)type, value >> 24, value >> 16, value >> 8, value};
+	write_all(head, sizeof head);
+	if (len > 0)
+		write_all(data, len);
+}
+
+/* The shim's environment with each frame entry added, or replacing the one of the same KEY. */
+static char **merge_env(char **frame)
+{
+	size_t own = 0, extra = 0;
+	while (environ != NULL && environ[own] != NULL)
+		own++;
+	while (frame[extra] != NULL)
+		extra++;
+	char **env = calloc(own + extra + 1, sizeof *env);
+	if (env == NULL)
+		die(E_SETUP, "out of memory");
+	size_t n = 0;
+	for (size_t i = 0; i < own; i++)
+		env[n++] = environ[i];
+	for (char **e = frame; *e != NULL; e++) {
+		size_t key = (size_t)(strchr(*e, '=') - *e) + 1;
+		size_t at = 0;
+		while (at < n && strncmp(env[at], *e, key) != 0)
+			at++;
+		env[at] = *e;
+		if (at == n)
+			n++;
+	}
+	return env;
+}
+
+/* The child: stdin on /dev/null, stdout the relay's pipe; reports a failed exec on `failed`. */
+static void run_child(char **argv, char **envp, const char *cwd, int out, int failed)
+{
+	int null = open("/dev/null", O_RDONLY);
+	if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0)
+		_exit(E_SETUP);
+	if (cwd[0] != '\0' && chdir(cwd) != 0) {
+		dprintf(2, "faas-shim: chdir: %s\n", strerror(errno));
+		_exit(E_SETUP);
+	}
+	int error = exec_search(argv, envp);
+	unsigned char status = error == ENOENT || error == ENOTDIR ? E_NOTFOUND : E_NOEXEC;
+	ssize_t ignored = write(failed, &status, 1);
+	(void)ignored;
+	_exit(status);
+}
+
+static int child_ended[2]; /* the self-pipe SIGCHLD writes to */
+
+static void on_child(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	ssize_t ignored = write(child_ended[1], "", 1);
+	(void)ignored;
+	errno = saved;
+}
+
+/* Relay what the pipe holds right now (it is non-blocking); false at its end. */
+static int relay_some(int out)
+{
+	static char buf[65536];
+	for (;;) {
+		ssize_t got = read(out, buf, sizeof buf);
+		if (got > 0) {
+			put_record('D', (uint32_t)got, buf, (size_t)got);
+			continue;
+		}
+		if (got < 0 && errno == EINTR)
+			continue;
+		return got < 0 && errno == EAGAIN;
+	}
+}
+
+/* Relay the child's stdout as 'D' records until the child is gone (then what it left in the
+ * pipe), or until the pipe ends (then wait for the child). */
+static void relay(int out, pid_t child, int *wstatus)
+{
+	struct pollfd fds[2] = {{.fd = out, .events = POLLIN}, {.fd = child_ended[0], .events = POLLIN}};
+	for (;;) {
+		if (poll(fds, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			die_errno(E_SETUP, "poll");
+		}
+		if (fds[1].revents != 0 && waitpid(child, wstatus, WNOHANG) == child) {
+			relay_some(out);
+			return;
+		}
+		if (fds[0].revents != 0 && !relay_some(out))
+			break;
+	}
+	while (waitpid(child, wstatus, 0) < 0 && errno == EINTR)
+		;
+}
+
 int main(void)
 {
 	char magic[4];
@@ -171,24 +305,45 @@ int main(void)
 	if (memcmp(magic, MAGIC, sizeof magic) != 0)
 		die(E_MAGIC, "bad magic or unknown version");
 	char **argv = read_list(1);
-	char **envp = read_list(0);
+	char **frame_env = read_list(0);
 	char *cwd = read_element(MAX_CWD);
 	if (argv[0][0] == '\0')
 		die(E_MALFORMED, "empty argv[0]");
-	for (char **e = envp; *e != NULL; e++)
+	for (char **e = frame_env; *e != NULL; e++)
 		if ((*e)[0] == '=' || strchr(*e, '=') == NULL)
 			die(E_MALFORMED, "env entry without KEY=");
+	char **envp = merge_env(frame_env);
 
-	/* The function gets no stdin: whatever follows the frame is never read by anyone here. */
-	int null = open("/dev/null", O_RDONLY);
-	if (null < 0 || dup2(null, 0) < 0)
-		die_errno(E_SETUP, "/dev/null");
-	if (null != 0)
-		close(null);
-	if (chdir(cwd[0] != '\0' ? cwd : "/") != 0)
-		die_errno(E_SETUP, "chdir");
+	int out[2], failed[2];
+	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(failed, O_CLOEXEC) != 0 ||
+	    pipe2(child_ended, O_CLOEXEC | O_NONBLOCK) != 0)
+		die_errno(E_SETUP, "pipe");
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_child;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGCHLD, &sa, NULL) != 0)
+		die_errno(E_SETUP, "sigaction");
+	pid_t child = fork();
+	if (child < 0)
+		die_errno(E_SETUP, "fork");
+	if (child == 0)
+		run_child(argv, envp, cwd, out[1], failed[1]);
+	close(out[1]);
+	close(failed[1]);
+	if (fcntl(out[0], F_SETFL, O_NONBLOCK) != 0)
+		die_errno(E_SETUP, "fcntl");
 
-	errno = exec_search(argv, envp);
-	die_errno(errno == ENOENT || errno == ENOTDIR ? E_NOTFOUND : E_NOEXEC, argv[0]);
-	return E_NOEXEC; /* not reached */
+	int wstatus = 0;
+	relay(out[0], child, &wstatus);
+	unsigned char exec_failed;
+	if (read(failed[0], &exec_failed, 1) == 1) {
+		put_record('E', exec_failed, NULL, 0);
+		return 0;
+	}
+	uint32_t status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
+					     : 128u + (uint32_t)WTERMSIG(wstatus);
+	put_record('X', status, NULL, 0);
+	return 0;
 }

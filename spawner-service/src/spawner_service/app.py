@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
 
-from faas_common.nats import ReconnectHook, connect_nats, drain_nats
+from faas_common.contract import FUNCTIONS_BUCKET
+from faas_common.metrics import SPAWNER_SLOTS
+from faas_common.nats import ReconnectHook, connect_nats, drain_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
+from spawner_service.drain import FunctionChanges
 from spawner_service.runtime.docker import DockerRuntime
 from spawner_service.runtime.image_sweep import KvImageUse, sweep_forever
+from spawner_service.runtime.prewarm import PooledRuntime
 from spawner_service.worker import Worker
 
 
@@ -24,6 +28,14 @@ class RunningWorker:
     worker: Worker
     task: asyncio.Task[None]
     """Ends when the worker has stopped (after ``worker.stop()``) or failed (its exception)."""
+
+
+def slots_of(worker: Worker) -> Callable[[], dict[tuple[str, ...], float]]:
+    """The worker's slots as ``faas_spawner_slots`` counts them: busy (jobs held) and total."""
+    return lambda: {
+        ("busy",): worker.running_jobs,
+        ("total",): worker.settings.max_containers,
+    }
 
 
 @asynccontextmanager
@@ -50,13 +62,43 @@ async def image_sweep(
 
 
 @asynccontextmanager
+async def pool_drains(
+    settings: SpawnerSettings, nc: NATS, runtime: DockerRuntime, hooks: list[ReconnectHook]
+) -> AsyncIterator[None]:
+    """With the pool on: the ``functions`` bucket watched, each change draining the changed
+    function's prewarmed containers, until the block is left."""
+    if not isinstance(runtime, PooledRuntime):
+        yield
+        return
+    kv = await ensure_kv(
+        nc.jetstream(),
+        FUNCTIONS_BUCKET,
+        replicas=settings.nats_replicas,
+        max_bytes=settings.functions_max_bytes,
+    )
+    changes = FunctionChanges(kv, runtime.drain)
+    hooks.append(changes.restart)
+    await changes.start()
+    try:
+        yield
+    finally:
+        await changes.stop()
+
+
+def make_runtime(settings: SpawnerSettings) -> DockerRuntime:
+    """The pooled runtime, or with ``SPAWNER_POOL_MAX_PARKED=0`` the cold one."""
+    return PooledRuntime(settings) if settings.pool else DockerRuntime(settings)
+
+
+@asynccontextmanager
 async def running_worker(settings: SpawnerSettings) -> AsyncIterator[RunningWorker]:
     """Docker checked, NATS connected, the worker consuming in a task.
 
     Leaving the block stops fetching, lets the worker finish the jobs it holds, drains NATS and
     closes the Docker client. ``NatsUnavailable`` when NATS cannot be reached at start-up.
+    While the worker runs, its slots are counted in ``faas_spawner_slots``.
     """
-    runtime = DockerRuntime(settings)
+    runtime = make_runtime(settings)
     on_reconnect: list[ReconnectHook] = []
     try:
         nc = await connect_nats(
@@ -66,12 +108,16 @@ async def running_worker(settings: SpawnerSettings) -> AsyncIterator[RunningWork
             on_reconnect=on_reconnect,
         )
         try:
-            async with image_sweep(settings, nc, runtime):
+            async with (
+                image_sweep(settings, nc, runtime),
+                pool_drains(settings, nc, runtime, on_reconnect),
+            ):
                 worker = Worker(settings, nc=nc, runtime=runtime, on_reconnect=on_reconnect)
                 await worker.setup()
                 task = asyncio.create_task(worker.run(), name="spawner-worker")
                 try:
-                    yield RunningWorker(worker, task)
+                    with SPAWNER_SLOTS.tracking(slots_of(worker)):
+                        yield RunningWorker(worker, task)
                 finally:
                     worker.stop()
                     await asyncio.wait([task])

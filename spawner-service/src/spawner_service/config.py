@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from faas_common.contract import DUPLICATE_WINDOW_SECONDS
-from faas_common.settings import CommonSettings
+from faas_common.settings import CommonSettings, metrics_port_field
 
 NATS_MAX_PAYLOAD = 1_048_576
 """NATS's default ``max_payload``: the largest message, so the largest execution record."""
@@ -26,6 +26,7 @@ def default_instance_id() -> str:
 class SpawnerSettings(CommonSettings):
     model_config = SettingsConfigDict(env_prefix="SPAWNER_", extra="ignore", populate_by_name=True)
 
+    metrics_port: int = metrics_port_field(9104, "SPAWNER_")
     max_containers: int = Field(4, ge=1, le=256)
     """Activations this spawner runs at once; it never holds more jobs than this."""
     output_limit_bytes: int = Field(524_288, ge=1)
@@ -79,6 +80,32 @@ class SpawnerSettings(CommonSettings):
     load_interval_seconds: float = Field(1.0, gt=0, le=60)
     """How often a spawner rewrites its load (capacity, running jobs per user) in the
     ``fair_share`` bucket; an entry not rewritten for 3 intervals is ignored."""
+
+    pool_max_parked: int = Field(8, ge=0, le=1024)
+    """Prewarmed containers this spawner keeps parked at most, all functions together (0: no
+    pool, every call creates and starts its container)."""
+    pool_max_per_function: int = Field(4, ge=1, le=256)
+    """Parked containers one function shape (image, env, memory) gets at most."""
+    pool_max_memory_mb: int = Field(4096, ge=0)
+    """The memory limits of all parked containers together at most (MiB)."""
+    pool_idle_seconds: float = Field(120.0, gt=0, le=3600)
+    """A shape not called for this long has its parked containers removed."""
+    pool_parallel_parks: int = Field(2, ge=1, le=64)
+    """Containers being created and started for the pool at once (refills compete with the
+    cold starts of misses for the engine)."""
+    pool_shim: str = ""
+    """The shim binary as this process sees it (empty: ``spawner-service/shim/build/`` of the
+    source tree, as ``spawner-service/shim/build.py`` writes it; the spawner image sets it)."""
+    pool_shim_volume: str = ""
+    """Operator setting for a spawner in a container: the named volume that holds the shim for
+    the function containers (the spawner copies ``pool_shim`` into it, mounted at
+    ``pool_shim_dir``). Empty: function containers bind-mount ``pool_shim`` itself."""
+    pool_shim_dir: str = "/var/lib/faas-shim"
+    """Where this process has ``pool_shim_volume`` mounted."""
+
+    @property
+    def pool(self) -> bool:
+        return self.pool_max_parked > 0
 
     @property
     def fair_share(self) -> bool:

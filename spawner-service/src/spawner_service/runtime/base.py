@@ -52,6 +52,9 @@ class RunSpec:
     deadline: float
     """Epoch seconds by which the activation should be over; containers are labelled with it
     (never earlier than their creation plus the timeout) so any spawner can reap leftovers."""
+    function: str = ""
+    """The function's key in the ``functions`` bucket: a change of it drains its prewarmed
+    containers."""
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ import secrets
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
@@ -75,6 +75,7 @@ from spawner_service.runtime.images import (
     scratch_tmpfs,
 )
 from spawner_service.runtime.output import STDERR, STDOUT, FrameDemuxer, OutputCapture
+from spawner_service.runtime.shim import ShimCapture
 
 logger = logging.getLogger("spawner.docker")
 
@@ -84,6 +85,8 @@ MANAGED_VALUE = "spawner"
 EXECUTION_LABEL = "faas.execution-id"
 DEADLINE_LABEL = "faas.deadline"
 INSTANCE_LABEL = "faas.spawner"
+POOL_LABEL = "faas.pool"
+"""On the prewarmed containers of the pool (``runtime/prewarm.py``)."""
 UNPRIVILEGED_USER = "65534:65534"
 
 API_TIMEOUT = 60
@@ -147,10 +150,38 @@ def _ms(since: float) -> float:
     return round((time.monotonic() - since) * 1000, 1)
 
 
+def deadline_label(deadline: float) -> str:
+    """The deadline label's value: whole epoch seconds, never before ``deadline``."""
+    return str(int(deadline) + 1)
+
+
+def _name_safe(execution_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", execution_id)[:64]
+
+
 def container_name(execution_id: str) -> str:
     """``faas-<execution id>-<random>``: readable in ``docker ps``, unique per attempt."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "-", execution_id)[:64]
-    return f"faas-{safe}-{secrets.token_hex(3)}"
+    return f"faas-{_name_safe(execution_id)}-{secrets.token_hex(3)}"
+
+
+def pooled_name(execution_id: str, deadline: float) -> str:
+    """The name a prewarmed container takes when a call takes it: its execution id (adoption
+    finds it by that) and its deadline (its labels still say when it was parked)."""
+    return f"{container_name(execution_id)}-{deadline_label(deadline)}"
+
+
+_POOLED_NAME = re.compile(r"/?faas-(.+)-[0-9a-f]{6}-(\d+)")
+
+
+def pooled_owner(container: dict[str, Any]) -> tuple[str, float] | None:
+    """The (name-safe) execution id and the deadline of a taken prewarmed container, as the
+    engine lists it; None for any other container."""
+    if POOL_LABEL not in (container.get("Labels") or {}):
+        return None
+    for name in container.get("Names") or []:
+        if match := _POOLED_NAME.fullmatch(name):
+            return match.group(1), float(match.group(2))
+    return None
 
 
 _ENGINE_TIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)")
@@ -249,7 +280,7 @@ def _pump(sock: Any, capture: OutputCapture, stop: threading.Event) -> None:
             if not chunk:
                 return
             demuxer.feed(chunk)
-            if capture.too_large:
+            if capture.finished:
                 return
     except (OSError, ValueError) as exc:
         # The engine went away (or the socket was closed under us): the stream is over.
@@ -285,14 +316,18 @@ def _exit_state(client: Any, container_id: str) -> dict[str, Any]:
 
 
 def _find_blocking(client: Any, execution_id: str) -> dict[str, Any] | None:
-    """The newest managed container labelled with ``execution_id``, as the engine lists it."""
+    """The newest managed container of ``execution_id`` (by its label, or by its name for a
+    prewarmed one), as the engine lists it."""
     found: list[dict[str, Any]] = client.api.containers(
-        all=True,
-        filters={
-            "label": [f"{MANAGED_LABEL}={MANAGED_VALUE}", f"{EXECUTION_LABEL}={execution_id}"]
-        },
+        all=True, filters={"label": f"{MANAGED_LABEL}={MANAGED_VALUE}"}
     )
-    ours = [c for c in found if (c.get("Labels") or {}).get(EXECUTION_LABEL) == execution_id]
+    safe = _name_safe(execution_id)
+    ours = [
+        c
+        for c in found
+        if (c.get("Labels") or {}).get(EXECUTION_LABEL) == execution_id
+        or (pooled_owner(c) or ("",))[0] == safe
+    ]
     if len(ours) > 1:
         logger.warning(
             "several containers for one execution, adopting the newest",
@@ -557,6 +592,17 @@ class _Adoption(_Activation):
         super().__init__(runtime, client, spec, {})
         self.container_id = str(found["Id"])
         self.state = str(found.get("State", ""))
+        pooled = pooled_owner(found)
+        self.pooled = pooled is not None
+        """A prewarmed container: its stdout holds the shim's records, its deadline is in its
+        name, the function's exit status in the shim's end record."""
+        if pooled is not None:
+            self.deadline = pooled[1]
+            self.capture = ShimCapture(
+                stdout_limit=self.settings.output_limit_bytes,
+                stderr_tail=self.settings.log_tail_bytes,
+            )
+            return
         try:
             self.deadline = float((found.get("Labels") or {})[DEADLINE_LABEL])
         except (KeyError, ValueError):
@@ -631,7 +677,11 @@ class _Adoption(_Activation):
                 f"({LOG_FILE_BYTES} bytes): it may be incomplete",
                 started=True,
             )
-        return await self._exit_result(int(state.get("ExitCode", -1)), started=True)
+        if not isinstance(self.capture, ShimCapture):
+            return await self._exit_result(int(state.get("ExitCode", -1)), started=True)
+        if self.capture.end is None or self.capture.malformed:
+            return self._lost("the prewarmed container ended without reporting the function's exit")
+        return await self._exit_result(self.capture.end[1], started=True)
 
     async def _exited_by_deadline(self) -> bool:
         """Wait for the container to exit, up to its deadline; killed past it (False)."""
@@ -819,28 +869,32 @@ class DockerRuntime:
         self, spec: RunSpec, deadline: float, volumes: list[str] | None = None
     ) -> dict[str, Any]:
         """Every option of the container; ``volumes``: the paths the image declares."""
+        options = self.hardened_options(spec.image, spec.env, spec.memory_mb, volumes or [])
+        options["labels"] |= {
+            EXECUTION_LABEL: spec.execution_id,
+            DEADLINE_LABEL: deadline_label(deadline),
+        }
+        return options | {"command": [spec.argument], "name": container_name(spec.execution_id)}
+
+    def hardened_options(
+        self, image: str, env: Mapping[str, str], memory_mb: int, volumes: list[str]
+    ) -> dict[str, Any]:
+        """The options every function container gets, whatever runs in it."""
         s = self.settings
         return {
-            "image": spec.image,
-            "command": [spec.argument],
-            "name": container_name(spec.execution_id),
-            "environment": dict(spec.env),
-            "labels": {
-                MANAGED_LABEL: MANAGED_VALUE,
-                EXECUTION_LABEL: spec.execution_id,
-                DEADLINE_LABEL: str(int(deadline) + 1),
-                INSTANCE_LABEL: s.instance_id,
-            },
+            "image": image,
+            "environment": dict(env),
+            "labels": {MANAGED_LABEL: MANAGED_VALUE, INSTANCE_LABEL: s.instance_id},
             "network_mode": s.network if s.allow_network else "none",
             "read_only": True,
             # /tmp and every declared volume: the scratch budget, never host storage.
-            "tmpfs": scratch_tmpfs(s.tmpfs_mb, volumes or []),
+            "tmpfs": scratch_tmpfs(s.tmpfs_mb, volumes),
             "shm_size": s.shm_bytes,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
             "pids_limit": s.pids_limit,
-            "mem_limit": f"{spec.memory_mb}m",
-            "memswap_limit": f"{spec.memory_mb}m",
+            "mem_limit": f"{memory_mb}m",
+            "memswap_limit": f"{memory_mb}m",
             "nano_cpus": int(s.cpus * 1_000_000_000),
             "user": UNPRIVILEGED_USER,
             "init": True,
@@ -904,8 +958,9 @@ class DockerRuntime:
         removed = 0
         for container in containers:
             labels = container.get("Labels") or {}
+            taken = pooled_owner(container)
             try:
-                deadline = float(labels[DEADLINE_LABEL])
+                deadline = taken[1] if taken else float(labels[DEADLINE_LABEL])
             except (KeyError, ValueError):
                 continue  # not labelled by a spawner of this kind: not ours to judge
             # Within the grace, even an exited container stays: another spawner may adopt it.

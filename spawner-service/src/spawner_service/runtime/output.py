@@ -49,6 +49,11 @@ class OutputCapture:
                 self._stderr_cut = True
 
     @property
+    def finished(self) -> bool:
+        """Whether reading on is pointless: stdout went over its cap."""
+        return self.too_large
+
+    @property
     def stdout(self) -> bytes:
         return bytes(self._stdout)
 

@@ -1,8 +1,15 @@
-"""The frame a prewarmed container's shim (``spawner-service/shim/shim.c``) reads on stdin.
+"""The protocol of a prewarmed container's shim (``spawner-service/shim/shim.c``).
 
-Every integer is an unsigned 32-bit big-endian number: the magic ``FSH\\x01``, the argv count and
-its length-prefixed elements, the env count and its ``KEY=VALUE`` elements, then the working
-directory as one length-prefixed element. The bounds and exit statuses mirror the C header.
+In: one frame on stdin. Every integer is an unsigned 32-bit big-endian number: the magic
+``FSH\\x02``, the argv count and its length-prefixed elements, the env count and its ``KEY=VALUE``
+elements (added to the container's own environment, replacing entries of the same key), then the
+working directory as one length-prefixed element (empty: the image's). The bounds and exit
+statuses mirror the C header.
+
+Out: the shim's stdout is a sequence of records: ``D`` + length + bytes (the function's stdout),
+then one end record, ``X`` + the function's exit status or ``E`` + 126/127 (it could not be
+executed). ``ShimCapture`` decodes them into an ``OutputCapture``; the function writes only inside
+``D`` records, so it cannot forge the end.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import struct
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 
-MAGIC = b"FSH\x01"
+from spawner_service.runtime.output import STDOUT, OutputCapture
+
+MAGIC = b"FSH\x02"
 MAX_ELEMENT = 131_071
 MAX_COUNT = 4096
 MAX_TOTAL = 1 << 20
@@ -20,13 +29,15 @@ MAX_CWD = 4095
 
 
 class ShimStatus(IntEnum):
-    """The shim's own exit statuses (nothing was executed), then the two exec failures."""
+    """The shim's own exit statuses (nothing was executed), then the two exec failures (the
+    status of an ``E`` record)."""
 
     TRUNCATED = 120
     BAD_MAGIC = 121
     OVER_BOUND = 122
     MALFORMED = 123
     SETUP_FAILED = 124
+    RELAY_FAILED = 125
     CANNOT_EXECUTE = 126
     NOT_FOUND = 127
 
@@ -54,3 +65,54 @@ def encode_frame(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes
         + elements(entries)
         + element(os.fsencode(cwd))
     )
+
+
+DATA, EXITED, NOT_EXECUTED = b"D", b"X", b"E"
+RECORD_HEAD = 5
+
+
+class ShimCapture(OutputCapture):
+    """An ``OutputCapture`` of a shim's container: stdout carries the shim's records, decoded
+    as they come (never buffering more than one record's head), the function's bytes kept under
+    the same cap. ``end`` is the end record (type and status) once it came."""
+
+    def __init__(self, *, stdout_limit: int, stderr_tail: int) -> None:
+        super().__init__(stdout_limit=stdout_limit, stderr_tail=stderr_tail)
+        self.end: tuple[bytes, int] | None = None
+        self.malformed = False
+        """Bytes that are not a record, or bytes after the end record: not the shim's output."""
+        self._head = bytearray()
+        self._remaining = 0
+
+    @property
+    def finished(self) -> bool:
+        return super().finished or self.end is not None or self.malformed
+
+    def write(self, stream: int, data: bytes) -> None:
+        if stream != STDOUT:
+            super().write(stream, data)
+            return
+        view = memoryview(data)
+        while len(view) and not self.finished:
+            if self._remaining:
+                take = min(self._remaining, len(view))
+                super().write(STDOUT, bytes(view[:take]))
+                self._remaining -= take
+                view = view[take:]
+                continue
+            needed = RECORD_HEAD - len(self._head)
+            self._head += view[:needed]
+            view = view[needed:]
+            if len(self._head) == RECORD_HEAD:
+                self._record(bytes(self._head[:1]), int.from_bytes(self._head[1:], "big"))
+                self._head.clear()
+        if len(view) and self.end is not None:
+            self.malformed = True
+
+    def _record(self, kind: bytes, value: int) -> None:
+        if kind == DATA:
+            self._remaining = value
+        elif kind in (EXITED, NOT_EXECUTED):
+            self.end = (kind, value)
+        else:
+            self.malformed = True

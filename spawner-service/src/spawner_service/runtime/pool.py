@@ -1,0 +1,261 @@
+"""The prewarm pool's bookkeeping: which containers are parked, and how many each shape wants.
+
+A *shape* is what a container is created with before its argument is known: the image reference,
+the function's env and its memory limit (every other option is the spawner's). Containers of one
+shape are interchangeable; each serves exactly one call and is then removed.
+
+Sizing follows demand, per shape:
+
+- a shape called within the last ``pool_idle_seconds`` wants as many parked containers as it had
+  calls in flight at its peak over that window, or as its recent call rate uses up while one
+  container is being parked (calls per second over the last ``RATE_WINDOW`` seconds times the
+  time a park takes), whichever is more, at least one and at most ``pool_max_per_function``; a
+  shape not called for that long wants none (its parked containers are evicted), so nothing
+  stays parked for functions nobody calls;
+- all shapes together hold at most ``pool_max_parked`` containers and ``pool_max_memory_mb`` of
+  memory limits; a shape that wants one more when the pool is full takes the place of a parked
+  container of the shape called least recently, if that shape was called before it;
+- a parked container older than the idle window is replaced (its deadline label, which lets any
+  spawner reap it, counts from its creation);
+- a change of a function (its entry in the ``functions`` bucket) drains the shapes it was called
+  with: their parked containers go, and parks under way for them are discarded when they land.
+
+Everything here is synchronous and engine-free; ``runtime/prewarm.py`` does the engine's part.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from spawner_service.config import SpawnerSettings
+from spawner_service.runtime.base import RunSpec
+
+RATE_WINDOW = 10.0
+"""Seconds of calls a shape's call rate is measured over."""
+PARK_SECONDS = 0.3
+"""What a park is assumed to take until one was measured (create and start on an idle engine)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    image: str
+    env: tuple[tuple[str, str], ...]
+    memory_mb: int
+
+    @classmethod
+    def of(cls, spec: RunSpec) -> Shape:
+        return cls(spec.image, tuple(sorted(spec.env.items())), spec.memory_mb)
+
+
+@dataclass
+class Parked:
+    """A started container of ``shape`` whose shim waits for its frame on ``sock``."""
+
+    container_id: str
+    shape: Shape
+    sock: Any
+    """The attach socket (stdin, stdout, stderr), opened before the start."""
+    entrypoint: list[str]
+    """The image's ENTRYPOINT: the function's argv is it plus the argument."""
+    image_id: str
+    parked_at: float
+    """``time.monotonic()`` when it was ready."""
+
+
+@dataclass
+class _ShapeState:
+    parked: deque[Parked] = field(default_factory=deque)
+    parking: int = 0
+    in_use: int = 0
+    peak: int = 0
+    peak_at: float = 0.0
+    last_call: float = 0.0
+    generation: int = 0
+    functions: set[str] = field(default_factory=set)
+    calls: deque[float] = field(default_factory=deque)
+    """When its calls of the last ``RATE_WINDOW`` seconds started."""
+
+
+class Pool:
+    """Parked containers per shape, and the decisions of what to park or evict next."""
+
+    def __init__(
+        self, settings: SpawnerSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._shapes: dict[Shape, _ShapeState] = {}
+        self.park_seconds = PARK_SECONDS
+        """How long a park takes, a moving average of the measured ones."""
+
+    # --- calls ---------------------------------------------------------------------------
+
+    def called(self, shape: Shape, function: str = "") -> _ShapeState:
+        """A call of ``shape`` starts (``function``: the function's key, for draining); ``done``
+        must follow."""
+        now = self.clock()
+        state = self._shapes.setdefault(shape, _ShapeState())
+        state.last_call = now
+        state.calls.append(now)
+        state.in_use += 1
+        if function:
+            state.functions.add(function)
+        if state.in_use >= state.peak or now - state.peak_at > self.settings.pool_idle_seconds:
+            state.peak, state.peak_at = state.in_use, now
+        return state
+
+    def take(self, shape: Shape, function: str = "") -> Parked | None:
+        """A call of ``shape`` starts (``called``): its freshest parked container if any."""
+        now = self.clock()
+        state = self.called(shape, function)
+        while state.parked:
+            parked = state.parked.pop()
+            if not self._too_old(parked, now):
+                return parked
+            state.parked.appendleft(parked)  # the oldest ones are evicted by the next sweep
+            break
+        return None
+
+    def done(self, shape: Shape) -> None:
+        state = self._shapes.get(shape)
+        if state is not None and state.in_use > 0:
+            state.in_use -= 1
+
+    # --- parks ---------------------------------------------------------------------------
+
+    def wanted(self) -> tuple[list[tuple[Shape, int]], list[Parked]]:
+        """Parks to start now, as ``(shape, generation)`` (each counted as under way), and the
+        parked containers to remove to make room for them."""
+        now = self.clock()
+        parks: list[tuple[Shape, int]] = []
+        evicted: list[Parked] = []
+        for shape, state in sorted(self._shapes.items(), key=lambda i: -i[1].last_call):
+            while len(state.parked) + state.parking < self._target(state, now):
+                if not self._room(shape, now, evicted):
+                    return parks, evicted
+                state.parking += 1
+                parks.append((shape, state.generation))
+        return parks, evicted
+
+    def landed(self, parked: Parked, generation: int, took: float) -> bool:
+        """A park started by ``wanted`` is ready after ``took`` seconds; False when it is no
+        longer wanted (its shape was drained, or went idle, or the pool is full): the caller
+        removes it."""
+        self.park_seconds += (took - self.park_seconds) / 8
+        state = self._shapes.get(parked.shape)
+        if state is None:
+            return False
+        state.parking -= 1
+        if generation != state.generation or not self._target(state, self.clock()):
+            return False
+        if not self._fits(parked.shape):
+            return False
+        state.parked.append(parked)
+        return True
+
+    def failed(self, shape: Shape, generation: int) -> None:
+        """A park started by ``wanted`` did not land."""
+        state = self._shapes.get(shape)
+        if state is not None:
+            state.parking -= 1
+
+    # --- removals ------------------------------------------------------------------------
+
+    def expired(self) -> list[Parked]:
+        """Parked containers to remove now: of idle shapes, or older than the idle window; idle
+        shapes with nothing in flight are forgotten."""
+        now = self.clock()
+        gone: list[Parked] = []
+        for shape, state in list(self._shapes.items()):
+            idle = now - state.last_call > self.settings.pool_idle_seconds
+            keep = [p for p in state.parked if not idle and not self._too_old(p, now)]
+            gone += [p for p in state.parked if p not in keep]
+            state.parked = deque(keep)
+            if idle and not state.in_use and not state.parking:
+                del self._shapes[shape]
+        return gone
+
+    def drain(self, function: str) -> list[Parked]:
+        """``function`` changed: remove the parked containers of the shapes it was called with."""
+        gone: list[Parked] = []
+        for state in self._shapes.values():
+            if function in state.functions:
+                gone += self._drain(state)
+        return gone
+
+    def drain_all(self) -> list[Parked]:
+        return [p for state in self._shapes.values() for p in self._drain(state)]
+
+    @staticmethod
+    def _drain(state: _ShapeState) -> list[Parked]:
+        state.generation += 1
+        gone = list(state.parked)
+        state.parked.clear()
+        return gone
+
+    # --- views ---------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Parked]:
+        for state in self._shapes.values():
+            yield from state.parked
+
+    def __len__(self) -> int:
+        return self._count()
+
+    def parked_of(self, shape: Shape) -> int:
+        state = self._shapes.get(shape)
+        return len(state.parked) if state is not None else 0
+
+    # --- rules ---------------------------------------------------------------------------
+
+    def _target(self, state: _ShapeState, now: float) -> int:
+        if now - state.last_call > self.settings.pool_idle_seconds:
+            return 0
+        while state.calls and state.calls[0] < now - RATE_WINDOW:
+            state.calls.popleft()
+        rate = len(state.calls) / RATE_WINDOW
+        wanted = max(1, state.peak, math.ceil(rate * self.park_seconds))
+        return min(self.settings.pool_max_per_function, wanted)
+
+    def _too_old(self, parked: Parked, now: float) -> bool:
+        return now - parked.parked_at > self.settings.pool_idle_seconds
+
+    def _count(self) -> int:
+        return sum(len(s.parked) + s.parking for s in self._shapes.values())
+
+    def _memory(self) -> int:
+        return sum(
+            (len(s.parked) + s.parking) * shape.memory_mb for shape, s in self._shapes.items()
+        )
+
+    def _memory_cap(self) -> int:
+        return self.settings.pool_max_memory_mb
+
+    def _fits(self, shape: Shape) -> bool:
+        return (
+            self._count() < self.settings.pool_max_parked
+            and self._memory() + shape.memory_mb <= self._memory_cap()
+        )
+
+    def _room(self, shape: Shape, now: float, evicted: list[Parked]) -> bool:
+        """Whether one more container of ``shape`` fits, evicting for it from shapes called
+        less recently (into ``evicted``) when the pool is full."""
+        if shape.memory_mb > self._memory_cap():
+            return False
+        mine = self._shapes[shape].last_call
+        while not self._fits(shape):
+            victims = [
+                (s.last_call, other)
+                for other, s in self._shapes.items()
+                if other != shape and s.parked and s.last_call < mine
+            ]
+            if not victims:
+                return False
+            _, coldest = min(victims, key=lambda v: v[0])
+            evicted.append(self._shapes[coldest].parked.popleft())
+        return True

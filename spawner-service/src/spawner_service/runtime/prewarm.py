@@ -1,0 +1,413 @@
+"""The prewarm pool's engine side: parked containers, the hand-off, and their removal.
+
+A parked container is created with every option of a cold one (``DockerRuntime.hardened_options``)
+except its command: its entrypoint is the static shim (``spawner-service/shim/shim.c``), mounted
+read-only at ``/.faas``; stdin stays open; one more pid than the limit (the shim's own). The
+spawner attaches to its stdin, stdout and stderr *before* starting it, then parks it: the shim
+waits on stdin. A call of the same shape (``runtime/pool.py``) takes it:
+
+1. rename it ``faas-<execution id>-<random>-<deadline>``: from then on it belongs to that
+   execution, and a spawner that adopts the job after this one died finds it by name, with its
+   deadline (a container's labels cannot change);
+2. write the frame (the image's ENTRYPOINT plus the argument; env and working directory are the
+   container's own, as the engine made them from the image and the function) on its stdin;
+3. read its output like a cold run's, the shim's records decoded (``ShimCapture``): the result is
+   there the moment the shim reports the function's exit, without waiting for the engine's
+   notice of the container's end; the timeout counts from the hand-off;
+4. remove it off the request path; a new one is parked in its place (``Prewarm.refill``).
+
+A parked container that cannot take the call (gone, its stdin closed, the argv cannot be
+written) is removed and the call runs cold: nothing ran in it. The shim is the spawner's own file:
+bind-mounted from ``SPAWNER_POOL_SHIM``, or, for a spawner in a container, copied into the named
+volume ``SPAWNER_POOL_SHIM_VOLUME`` that every function container mounts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from docker.errors import APIError, DockerException, NotFound
+from docker.types import Mount
+
+from spawner_service.config import SpawnerSettings
+from spawner_service.runtime.base import RunResult, RunSpec
+from spawner_service.runtime.docker import (
+    DEADLINE_LABEL,
+    KILL_GRACE,
+    POOL_LABEL,
+    DockerRuntime,
+    EngineUnavailable,
+    _Activation,
+    _close_attach,
+    _ms,
+    _pump,
+    _said,
+    deadline_label,
+    pooled_name,
+)
+from spawner_service.runtime.images import declared_volumes
+from spawner_service.runtime.pool import Parked, Pool, Shape
+from spawner_service.runtime.shim import ShimCapture, ShimStatus, encode_frame
+
+logger = logging.getLogger("spawner.pool")
+
+SHIM_DIR = "/.faas"
+SHIM_NAME = "faas-shim"
+SHIM_TARGET = f"{SHIM_DIR}/{SHIM_NAME}"
+SOURCE_BUILD = Path(__file__).resolve().parents[3] / "shim" / "build"
+ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED + 1))
+"""The shim's own exit statuses: it refused the frame or could not set up; nothing ran."""
+
+
+def shim_path(settings: SpawnerSettings) -> Path:
+    """The shim binary this spawner hands to its containers."""
+    if settings.pool_shim:
+        return Path(settings.pool_shim)
+    return SOURCE_BUILD / f"faas-shim-{ARCHES.get(platform.machine().lower(), 'x86_64')}"
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def install_shim(settings: SpawnerSettings) -> None:
+    """For ``SPAWNER_POOL_SHIM_VOLUME``: put the shim into the volume's directory (replacing a
+    different one atomically), where the function containers find it."""
+    source = shim_path(settings)
+    target = Path(settings.pool_shim_dir) / SHIM_NAME
+    if target.exists() and _digest(target) == _digest(source):
+        return
+    partial = target.with_name(f".{SHIM_NAME}.{os.getpid()}")
+    shutil.copyfile(source, partial)
+    partial.chmod(0o755)
+    partial.replace(target)
+    logger.info("shim installed", extra={"volume": settings.pool_shim_volume})
+
+
+def shim_mount(settings: SpawnerSettings) -> Mount:
+    if settings.pool_shim_volume:
+        return Mount(SHIM_DIR, settings.pool_shim_volume, type="volume", read_only=True)
+    return Mount(SHIM_TARGET, str(shim_path(settings)), type="bind", read_only=True)
+
+
+def _send_blocking(sock: Any, data: bytes) -> None:
+    getattr(sock, "_sock", sock).sendall(data)
+
+
+def _create_blocking(client: Any, options: dict[str, Any]) -> str:
+    container_id: str = client.containers.create(**options).id
+    return container_id
+
+
+def _remove_blocking(client: Any, container_id: str) -> None:
+    with contextlib.suppress(NotFound):
+        client.api.remove_container(container_id, force=True, v=True)
+
+
+class HandOff(_Activation):
+    """One call on a parked container: rename, frame, read the shim's records. None from
+    ``execute`` when the container could not take the call (nothing ran: run it cold)."""
+
+    def __init__(self, runtime: DockerRuntime, client: Any, spec: RunSpec, parked: Parked) -> None:
+        super().__init__(runtime, client, spec, {})
+        self.parked = parked
+        self.container_id = parked.container_id
+        self.capture: ShimCapture = ShimCapture(
+            stdout_limit=self.settings.output_limit_bytes, stderr_tail=self.settings.log_tail_bytes
+        )
+
+    async def execute(self) -> RunResult | None:
+        spec, parked = self.spec, self.parked
+        argv = [*parked.entrypoint, spec.argument]
+        if not argv[0]:
+            return None  # no program to name: the cold path says how the engine fails it
+        started = time.monotonic()
+        deadline = time.time() + spec.timeout_seconds
+        try:
+            await self._thread(
+                self.client.api.rename, self.container_id, pooled_name(spec.execution_id, deadline)
+            )
+            await self._thread(_send_blocking, parked.sock, encode_frame(argv, {}, ""))
+        except (APIError, OSError) as exc:
+            logger.warning(
+                "parked container unusable",
+                extra={"container": self.container_id[:12], "error": str(exc)},
+            )
+            _close_attach(parked.sock)
+            return None
+        self.timings["pool"] = _ms(started)
+        stop = threading.Event()
+        reader = self._thread(_pump, parked.sock, self.capture, stop)
+        try:
+            return await self._wait(reader)
+        finally:
+            stop.set()
+
+    async def _wait(self, reader: asyncio.Future[None]) -> RunResult | None:
+        running = time.monotonic()
+        timeout = self.spec.timeout_seconds
+        try:
+            await asyncio.wait_for(asyncio.shield(reader), timeout)
+        except TimeoutError:
+            return await self._stop(
+                "timed_out", reader, running, f"killed after the {timeout:g} s timeout"
+            )
+        if self.capture.too_large:
+            limit = self.settings.output_limit_bytes
+            return await self._stop(
+                "output_too_large", reader, running, f"stdout went over {limit} bytes"
+            )
+        self.timings["run"] = _ms(running)
+        end = self.capture.end
+        if end is not None and not self.capture.malformed:
+            return await self._exit_result(end[1], started=True)
+        return await self._no_end()
+
+    async def _no_end(self) -> RunResult | None:
+        """The stream ended without the shim's end record."""
+        try:
+            state = await self._thread(self.client.api.inspect_container, self.container_id)
+            status = state["State"].get("ExitCode")
+        except (APIError, OSError, KeyError) as exc:
+            status = None
+            _said("cannot inspect a prewarmed container", exc)
+        if status in REFUSED and not self.capture.stdout_total:
+            return None  # the shim refused the frame: nothing ran
+        return RunResult(
+            "runtime_unavailable",
+            stderr_tail=self.capture.stderr_tail,
+            detail="the prewarmed container ended without reporting the function's exit",
+            timings=self.timings,
+            started=True,
+        )
+
+    async def _stop(
+        self, outcome: Any, reader: asyncio.Future[None], running: float, detail: str
+    ) -> RunResult:
+        await self._kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), KILL_GRACE)
+        self.timings["run"] = _ms(running)
+        return self._cut_short(outcome, detail, started=True)
+
+
+class Prewarm:
+    """The pool of one runtime: takes parked containers for calls, parks new ones, removes
+    used and unwanted ones off the request path."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.pool = Pool(self.settings)
+        self._parks = asyncio.Semaphore(self.settings.pool_parallel_parks)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._landed = asyncio.Event()
+        """Set each time a park lands (or fails)."""
+        self._closed = False
+        self.hits = 0
+        self.misses = 0
+
+    async def run(self, client: Any, spec: RunSpec) -> RunResult | None:
+        """The call on a parked container of its shape; None when there is none, or it could
+        not take the call (a miss: the caller runs it cold)."""
+        self._start_sweeper(client)
+        shape = Shape.of(spec)
+        parked = self.pool.take(shape, spec.function)
+        try:
+            result = None
+            if parked is not None:
+                try:
+                    result = await HandOff(self.runtime, client, spec, parked).execute()
+                finally:
+                    self._background(self._remove(client, parked))
+                if result is not None:
+                    self.runtime._note_use(client, parked.image_id, spec.image)
+        finally:
+            self.pool.done(shape)
+            self.refill(client)
+        self.hits += result is not None
+        self.misses += result is None
+        return result
+
+    async def warm(self, spec: RunSpec, within: float = 60.0) -> bool:
+        """Park a container of ``spec``'s shape as if it had just been called, and wait (up to
+        ``within`` seconds) until one is parked; whether one is."""
+        client = await self.runtime._connected()
+        shape = Shape.of(spec)
+        self.pool.called(shape, spec.function)
+        self.pool.done(shape)
+        self.refill(client)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while not self.pool.parked_of(shape):
+                    self._landed.clear()
+                    await self._landed.wait()
+        return self.pool.parked_of(shape) > 0
+
+    def refill(self, client: Any) -> None:
+        """Start the parks the pool wants now; remove what it evicts for them."""
+        if self._closed:
+            return
+        parks, evicted = self.pool.wanted()
+        for parked in evicted:
+            self._background(self._remove(client, parked))
+        for shape, generation in parks:
+            self._background(self._park(client, shape, generation))
+
+    async def _park(self, client: Any, shape: Shape, generation: int) -> None:
+        try:
+            async with self._parks:
+                began = time.monotonic()
+                parked = await self._start_parked(client, shape)
+        except (EngineUnavailable, DockerException, OSError, LookupError) as exc:
+            self.pool.failed(shape, generation)
+            self._landed.set()
+            logger.warning(
+                "cannot park a container", extra={"image": shape.image, "error": str(exc)}
+            )
+            return
+        except BaseException:
+            self.pool.failed(shape, generation)
+            raise
+        took = time.monotonic() - began
+        kept = not self._closed and self.pool.landed(parked, generation, took)
+        self._landed.set()
+        if not kept:
+            await self._remove(client, parked)
+
+    async def _start_parked(self, client: Any, shape: Shape) -> Parked:
+        runtime = self.runtime
+        attrs = await runtime._inspect(client, shape.image)
+        if attrs is None:
+            raise LookupError("the image is not on this engine any more")
+        image_id = str(attrs["Id"])
+        options = runtime.hardened_options(
+            image_id, dict(shape.env), shape.memory_mb, declared_volumes(attrs)
+        )
+        parked_until = time.time() + self.settings.pool_idle_seconds
+        options["labels"] |= {POOL_LABEL: "parked", DEADLINE_LABEL: deadline_label(parked_until)}
+        options |= {
+            "name": f"faas-pool-{os.urandom(6).hex()}",
+            "entrypoint": [SHIM_TARGET],
+            "command": [],
+            "stdin_open": True,
+            "pids_limit": self.settings.pids_limit + 1,  # the shim's own
+            "mounts": [shim_mount(self.settings)],
+        }
+        container_id = await runtime._thread(_create_blocking, client, options)
+        sock = None
+        try:
+            sock = await runtime._thread(
+                client.api.attach_socket,
+                container_id,
+                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+            )
+            await runtime._thread(client.api.start, container_id)
+        except BaseException:
+            if sock is not None:
+                _close_attach(sock)
+            await _finish_removal(runtime, client, container_id)
+            raise
+        entrypoint = list((attrs.get("Config") or {}).get("Entrypoint") or [])
+        return Parked(container_id, shape, sock, entrypoint, image_id, time.monotonic())
+
+    def drain(self, function: str) -> None:
+        """``function`` changed or went: its shapes' parked containers go."""
+        self._remove_all(self.pool.drain(function))
+
+    def _remove_all(self, parked: list[Parked]) -> None:
+        client = self.runtime._client
+        for one in parked:
+            if client is None:
+                _close_attach(one.sock)
+            else:
+                self._background(self._remove(client, one))
+
+    def _start_sweeper(self, client: Any) -> None:
+        if self._sweeper is None and not self._closed:
+            self._sweeper = asyncio.create_task(self._sweep(client), name="pool-sweep")
+
+    async def _sweep(self, client: Any) -> None:
+        interval = min(self.settings.pool_idle_seconds / 4, 5.0)
+        while True:
+            await asyncio.sleep(interval)
+            self._remove_all(self.pool.expired())
+            self.refill(client)
+
+    async def _remove(self, client: Any, parked: Parked) -> None:
+        _close_attach(parked.sock)
+        await _finish_removal(self.runtime, client, parked.container_id)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Remove every parked container, after the parks and removals under way."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+        client = self.runtime._client
+        for parked in self.pool.drain_all():
+            if client is None:
+                _close_attach(parked.sock)
+            else:
+                await self._remove(client, parked)
+
+
+async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str) -> None:
+    try:
+        await runtime._thread(_remove_blocking, client, container_id)
+    except (APIError, OSError, RuntimeError) as exc:
+        # Its deadline label (or name, once taken) lets any spawner's reaper remove it later.
+        logger.warning("remove failed", extra={"container": container_id[:12], "error": str(exc)})
+
+
+class PooledRuntime(DockerRuntime):
+    """``DockerRuntime`` with the prewarm pool: a call takes a parked container of its shape
+    (``timings`` has a ``pool`` phase), or runs cold as ``DockerRuntime`` does (then a container
+    of its shape is parked for the next one)."""
+
+    def __init__(self, settings: SpawnerSettings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        if settings.pool_shim_volume:
+            install_shim(settings)
+        elif not shim_path(settings).is_file():
+            raise FileNotFoundError(
+                f"the pool's shim {shim_path(settings)} is missing: build it with "
+                "`uv run python spawner-service/shim/build.py`, or set SPAWNER_POOL_MAX_PARKED=0"
+            )
+        self.prewarm = Prewarm(self)
+
+    async def run(self, spec: RunSpec) -> RunResult:
+        try:
+            client = await self._connected()
+        except EngineUnavailable:
+            return await super().run(spec)
+        result = await self.prewarm.run(client, spec)
+        return result if result is not None else await super().run(spec)
+
+    def drain(self, function: str) -> None:
+        self.prewarm.drain(function)
+
+    async def close(self) -> None:
+        await self.prewarm.close()
+        await super().close()
