@@ -2,10 +2,8 @@
 
 ``PlatformMiddleware`` (pure ASGI, one per app):
 
-- request id: reuses a sane ``X-Request-ID`` from the gateway or the client
-  (``faas_common.contract.is_request_id``) or makes one, puts it in the logging context and
-  echoes it on every response, errors included (an unexpected exception is answered 500
-  ``internal_error`` here, its traceback logged with the request id);
+- request id: reuses a sane ``X-Request-ID`` from the gateway or makes one, puts it in the
+  logging context and echoes it on the response;
 - body cap: a body over ``max_body_bytes`` is a 413 ``payload_too_large`` before any route runs;
 - whole bodies only: a client that disconnects before its body ended (shorter than its
   ``Content-Length``) reaches no route; the access log says 499;
@@ -14,9 +12,7 @@
 - one access-log line per request, with the client's address (the proxy's ``X-Forwarded-For``
   only when it comes from ``FORWARDED_ALLOW_IPS``, see ``faas_common.edge``).
 
-``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``, with the process's
-Prometheus ``/metrics`` on ``METRICS_PORT``. ``HttpMetrics`` (``faas_common.http_metrics``), the
-outermost middleware, counts every request.
+``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``.
 """
 
 from __future__ import annotations
@@ -25,7 +21,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -35,11 +33,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from faas_common.contract import is_request_id, new_request_id
 from faas_common.errors import BadRequest, ServiceError, error_body, install_error_handlers
-from faas_common.http_metrics import HttpMetrics
 from faas_common.logging import configure_logging, request_id_var
-from faas_common.metrics import serving_metrics
 from faas_common.openapi import EVERY_ROUTE
 from faas_common.settings import CommonSettings
 
@@ -47,12 +42,16 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 access_log = logging.getLogger("faas.access")
-logger = logging.getLogger("faas.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPES = (b"application/json", b"application/merge-patch+json")
 CLIENT_GONE = 499
 """The access log's status of a request whose client disconnected before its body ended."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 class PlatformMiddleware:
@@ -66,14 +65,16 @@ class PlatformMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         incoming = _header(headers, b"x-request-id")
-        request_id = incoming if is_request_id(incoming) else new_request_id()
+        request_id = (
+            incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_request_id()
+        )
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500, "started": False}
+        status_holder = {"status": 500}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder.update(status=message["status"], started=True)
+                status_holder["status"] = message["status"]
                 response_headers = list(message.get("headers", []))
                 response_headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": response_headers}
@@ -102,14 +103,6 @@ class PlatformMiddleware:
                     headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
             await self.app(scope, _replay(body, receive), send_with_id)
-        except Exception:
-            if status_holder["started"]:
-                raise
-            # Answered here, not by Starlette's outer error middleware: the 500 carries the
-            # request id and its traceback is logged with it.
-            logger.exception("unhandled error")
-            internal = error_body("Internal server error", "internal_error")
-            await _send_json(send_with_id, 500, internal)
         finally:
             access_log.info(
                 "%s %s %s",
@@ -253,7 +246,6 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
-    app.add_middleware(HttpMetrics, service=title)  # outermost: counts what Platform refuses
     return app
 
 
@@ -287,14 +279,11 @@ def validate_body(model: type[ModelT], data: Any) -> ModelT:
 
 
 def serve(app: FastAPI, *, service: str, host: str, port: int, settings: CommonSettings) -> None:
-    """Run one service app with uvicorn (``python -m <service>``), logging in ``LOG_FORMAT``,
-    behind the settings' HTTP edge limits."""
+    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``), behind
+    the settings' HTTP edge limits."""
     import uvicorn
 
     from faas_common.edge import EdgeLimits, uvicorn_options
 
-    configure_logging(service, settings.log_level, settings.log_format)
-    with serving_metrics(settings.metrics_host, settings.metrics_port):
-        uvicorn.run(
-            app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings))
-        )
+    configure_logging(service, settings.log_level)
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings)))
