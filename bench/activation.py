@@ -1,17 +1,27 @@
 """Activation latency and throughput: the platform against plain Docker, in one run.
 
 For a trivial function (busybox ``echo``), measures sync activation latency (p50/p90/p99) at
-concurrency 1 and 8, and throughput, three ways:
+concurrency 1 and 8, and throughput, these ways:
 
-- ``platform``: ``POST /publisher/publish`` through the local stack's HTTP API (started here
-  with ``./bin/run.sh`` on free loopback ports and a temporary data directory);
+- ``cold``: ``POST /publisher/publish`` through the local stack's HTTP API (started here with
+  ``./bin/run.sh`` on free loopback ports and a temporary data directory) with the prewarm pool
+  off (``SPAWNER_POOL_MAX_PARKED=0``): every call creates and starts its container;
+- ``pool``: the same with the pool on (the default), calls back to back: hits and misses mixed
+  as the refill allows (the hit ratio is printed);
+- ``pool hit``: concurrency 1, each call ``--pace`` seconds after the previous one ended, so
+  that the pool has parked its replacement: only the calls that were hits (their record has a
+  ``pool`` phase) are counted;
+- ``pool miss``: concurrency 1, each call to a function of its own (another env: another
+  shape), so every call is a miss, with its park competing for the engine as it would;
 - ``docker run``: ``docker run --rm --network none IMAGE ARG``, one CLI process per call;
 - ``sdk``: the Docker SDK's bare create / start / wait / logs / remove.
 
+For the platform rows, ``overhead`` is the p50 of each call's end-to-end time minus its
+record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds.
 Everything stays on this machine; containers run with network ``none``; every loop is bounded by
-``--calls`` and ``--max-seconds``. Prints one table.
+``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run``.
 
-    uv run python bench/activation.py [--calls 40] [--max-seconds 120]
+    uv run python bench/activation.py [--calls 40] [--max-seconds 120] [--pace 0.6]
 """
 
 from __future__ import annotations
@@ -42,19 +52,36 @@ ARGUMENT = "echo hello"
 
 
 @dataclass
+class Outcome:
+    """One call: whether it was right, and for the platform its record's timings."""
+
+    ok: bool
+    timings: dict[str, float] | None = None
+
+
+Call = Callable[[], Awaitable[Outcome]]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+@dataclass
 class Row:
     mode: str
     concurrency: int
     latencies_ms: list[float]
     wall_seconds: float
     errors: int
+    overheads_ms: list[float]
+    hits: int = 0
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        if not ordered:
-            return float("nan")
-        index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
-        return ordered[index]
+        return percentile(self.latencies_ms, q)
 
     @property
     def throughput(self) -> float:
@@ -66,36 +93,53 @@ async def measure(
     concurrency: int,
     calls: int,
     max_seconds: float,
-    call: Callable[[], Awaitable[bool]],
+    call: Call,
+    *,
+    pace: float = 0.0,
+    hits_only: bool = False,
 ) -> Row:
-    latencies: list[float] = []
-    errors = 0
+    """``calls`` calls by ``concurrency`` workers, each waiting ``pace`` seconds between two;
+    ``hits_only``: only the calls a prewarmed container took count (the others are errors of
+    nobody: skipped)."""
+    row = Row(mode, concurrency, [], 0.0, 0, [])
     remaining = calls
     deadline = time.monotonic() + max_seconds
     lock = asyncio.Lock()
 
     async def worker() -> None:
-        nonlocal remaining, errors
+        nonlocal remaining
         while True:
             async with lock:
                 if remaining <= 0 or time.monotonic() > deadline:
                     return
                 remaining -= 1
             started = time.perf_counter()
-            ok = await call()
+            outcome = await call()
             elapsed = (time.perf_counter() - started) * 1000
-            if ok:
-                latencies.append(elapsed)
-            else:
-                errors += 1
+            record(outcome, elapsed)
+            await asyncio.sleep(pace)
+
+    def record(outcome: Outcome, elapsed: float) -> None:
+        if not outcome.ok:
+            row.errors += 1
+            return
+        timings = outcome.timings or {}
+        hit = "pool" in timings
+        row.hits += hit
+        if hits_only and not hit:
+            return
+        row.latencies_ms.append(elapsed)
+        if outcome.timings is not None:
+            row.overheads_ms.append(elapsed - timings.get("run", 0.0))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Row(mode, concurrency, latencies, time.perf_counter() - started, errors)
+    row.wall_seconds = time.perf_counter() - started - (pace * calls / concurrency)
+    return row
 
 
-def docker_run_call(image: str) -> Callable[[], Awaitable[bool]]:
-    async def call() -> bool:
+def docker_run_call(image: str) -> Call:
+    async def call() -> Outcome:
         process = await asyncio.create_subprocess_exec(
             "docker",
             "run",
@@ -108,12 +152,12 @@ def docker_run_call(image: str) -> Callable[[], Awaitable[bool]]:
             stderr=asyncio.subprocess.DEVNULL,
         )
         out, _ = await process.communicate()
-        return process.returncode == 0 and out.strip() == b"hello"
+        return Outcome(process.returncode == 0 and out.strip() == b"hello")
 
     return call
 
 
-def sdk_call(client: docker.DockerClient, image: str) -> Callable[[], Awaitable[bool]]:
+def sdk_call(client: docker.DockerClient, image: str) -> Call:
     def run() -> bool:
         container = client.containers.create(image, [ARGUMENT], network_mode="none")
         try:
@@ -124,14 +168,15 @@ def sdk_call(client: docker.DockerClient, image: str) -> Callable[[], Awaitable[
         finally:
             container.remove(force=True)
 
-    async def call() -> bool:
-        return await asyncio.to_thread(run)
+    async def call() -> Outcome:
+        return Outcome(await asyncio.to_thread(run))
 
     return call
 
 
 class LocalStack:
-    def __init__(self) -> None:
+    def __init__(self, **env: str) -> None:
+        self.extra_env = env
         self.port = free_port()
         self.data = tempfile.TemporaryDirectory(prefix="faas-bench-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -143,6 +188,8 @@ class LocalStack:
             "FAAS_NATS_PORT": str(free_port()),
             "FAAS_DATA_DIR": self.data.name,
             "LOG_LEVEL": "WARNING",
+            "SPAWNER_MAX_CONTAINERS": "8",
+            **self.extra_env,
         }
         self.log = Path(self.data.name) / "stack.log"
         with self.log.open("wb") as log:
@@ -179,7 +226,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.port}"
 
 
-async def platform_client(stack: LocalStack, image: str) -> tuple[httpx.AsyncClient, str]:
+async def platform_client(stack: LocalStack) -> httpx.AsyncClient:
     client = httpx.AsyncClient(
         base_url=stack.base, timeout=60, limits=httpx.Limits(max_connections=16)
     )
@@ -187,36 +234,51 @@ async def platform_client(stack: LocalStack, image: str) -> tuple[httpx.AsyncCli
     (await client.post("/auth/register", json=user)).raise_for_status()
     token = (await client.post("/auth/login", json=user)).json()["access_token"]
     client.headers["Authorization"] = f"Bearer {token}"
-    name = "echo"
-    response = await client.post(
-        "/registry/functions", json={"name": name, "description": "bench", "image": image}
-    )
-    response.raise_for_status()
-    return client, name
+    return client
 
 
-def platform_call(client: httpx.AsyncClient, name: str) -> Callable[[], Awaitable[bool]]:
-    async def call() -> bool:
+async def register(client: httpx.AsyncClient, name: str, image: str, **env: str) -> str:
+    function = {"name": name, "description": "bench", "image": image, "env": env}
+    (await client.post("/registry/functions", json=function)).raise_for_status()
+    return name
+
+
+def platform_call(client: httpx.AsyncClient, name: str) -> Call:
+    async def call() -> Outcome:
         response = await client.post(
             "/publisher/publish", json={"name": name, "argument": ARGUMENT}
         )
-        return response.status_code == 200 and response.json().get("result") == "hello"
+        body = response.json()
+        ok = response.status_code == 200 and body.get("result") == "hello"
+        return Outcome(ok, body.get("timings") or {})
+
+    return call
+
+
+async def fresh_function_calls(client: httpx.AsyncClient, image: str, calls: int) -> Call:
+    """Each call to a function of its own, registered beforehand (its own env: a shape that was
+    never parked)."""
+    names = [await register(client, f"miss-{i}", image, BENCH=f"miss-{i}") for i in range(calls)]
+
+    async def call() -> Outcome:
+        return await platform_call(client, names.pop())()
 
     return call
 
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}"
-        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'calls/s':>9}"
+        f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}{'hits':>6}"
+        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'calls/s':>9}{'overhead':>10}"
     )
     print(header)
     print("-" * len(header))
     for row in rows:
+        overhead = f"{percentile(row.overheads_ms, 50):>10.1f}" if row.overheads_ms else f"{'':>10}"
         print(
             f"{row.mode:<12}{row.concurrency:>5}{len(row.latencies_ms):>7}{row.errors:>7}"
-            f"{row.percentile(50):>9.0f}{row.percentile(90):>9.0f}{row.percentile(99):>9.0f}"
-            f"{row.throughput:>9.2f}"
+            f"{row.hits:>6}{row.percentile(50):>9.0f}{row.percentile(90):>9.0f}"
+            f"{row.percentile(99):>9.0f}{row.throughput:>9.2f}{overhead}"
         )
     by_key = {(row.mode, row.concurrency): row for row in rows}
     for (mode, concurrency), row in by_key.items():
@@ -225,31 +287,50 @@ def print_table(rows: list[Row]) -> None:
             print(
                 f"{mode} at concurrency {concurrency}: p50 {row.percentile(50):.0f} ms vs "
                 f"docker run {baseline.percentile(50):.0f} ms "
-                f"({row.percentile(50) / baseline.percentile(50):.2f}x), throughput "
-                f"{row.throughput:.2f} vs {baseline.throughput:.2f} calls/s"
+                f"({baseline.percentile(50) / row.percentile(50):.2f}x faster), throughput "
+                f"{row.throughput:.2f} vs {baseline.throughput:.2f} calls/s "
+                f"({row.throughput / baseline.throughput:.2f}x)"
             )
 
 
-async def main(calls: int, max_seconds: float, concurrencies: list[int]) -> None:
-    image = busybox_image()
-    client = docker.from_env(max_pool_size=max(concurrencies) * 2 + 4)
+async def platform_rows(
+    calls: int, max_seconds: float, concurrencies: list[int], pace: float, image: str
+) -> list[Row]:
     rows: list[Row] = []
-    with LocalStack() as stack:
-        http, name = await platform_client(stack, image)
+    with LocalStack(SPAWNER_POOL_MAX_PARKED="0") as stack:
+        http = await platform_client(stack)
         try:
-            await platform_call(http, name)()  # warm-up: catalog, stream, consumer
+            echo = platform_call(http, await register(http, "echo", image))
+            await echo()  # warm-up: catalog, stream, consumer
             for concurrency in concurrencies:
-                rows.append(
-                    await measure(
-                        "platform", concurrency, calls, max_seconds, platform_call(http, name)
-                    )
-                )
+                rows.append(await measure("cold", concurrency, calls, max_seconds, echo))
         finally:
             await http.aclose()
+    with LocalStack() as stack:
+        http = await platform_client(stack)
+        try:
+            echo = platform_call(http, await register(http, "echo", image))
+            await echo()
+            await asyncio.sleep(pace)
+            paced = measure("pool hit", 1, calls, max_seconds, echo, pace=pace, hits_only=True)
+            rows.append(await paced)
+            for concurrency in concurrencies:
+                rows.append(await measure("pool", concurrency, calls, max_seconds, echo))
+            misses = await fresh_function_calls(http, image, calls)
+            rows.append(await measure("pool miss", 1, calls, max_seconds, misses))
+        finally:
+            await http.aclose()
+    return rows
+
+
+async def main(calls: int, max_seconds: float, concurrencies: list[int], pace: float) -> None:
+    image = busybox_image()
+    rows = await platform_rows(calls, max_seconds, concurrencies, pace, image)
     for concurrency in concurrencies:
         rows.append(
             await measure("docker run", concurrency, calls, max_seconds, docker_run_call(image))
         )
+    client = docker.from_env(max_pool_size=max(concurrencies) * 2 + 4)
     for concurrency in concurrencies:
         rows.append(await measure("sdk", concurrency, calls, max_seconds, sdk_call(client, image)))
     client.close()
@@ -261,5 +342,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=40, help="calls per mode and concurrency")
     parser.add_argument("--max-seconds", type=float, default=120, help="time cap per row")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--pace", type=float, default=0.6, help="seconds between two calls of the pool hit row"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.max_seconds, args.concurrency))
+    asyncio.run(main(args.calls, args.max_seconds, args.concurrency, args.pace))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -33,7 +34,7 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ SHIM_NAME = "faas-shim"
 SHIM_TARGET = f"{SHIM_DIR}/{SHIM_NAME}"
 SOURCE_BUILD = Path(__file__).resolve().parents[3] / "shim" / "build"
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+PARK_YIELD_SECONDS = 2.0
+"""Longest a park waits for the cold runs under way to end before it starts anyway."""
 REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED + 1))
 """The shim's own exit statuses: it refused the frame or could not set up; nothing ran."""
 
@@ -216,30 +219,47 @@ class Prewarm:
         self._sweeper: asyncio.Task[None] | None = None
         self._landed = asyncio.Event()
         """Set each time a park lands (or fails)."""
+        self._cold = 0
+        """Cold runs (misses) under way."""
+        self._engine_free = asyncio.Event()
+        """Set when the last cold run under way ends."""
         self._closed = False
         self.hits = 0
         self.misses = 0
 
-    async def run(self, client: Any, spec: RunSpec) -> RunResult | None:
-        """The call on a parked container of its shape; None when there is none, or it could
-        not take the call (a miss: the caller runs it cold)."""
+    async def run(
+        self, client: Any, spec: RunSpec, cold: Callable[[], Awaitable[RunResult]]
+    ) -> RunResult:
+        """The call on a parked container of its shape, or ``cold()`` when there is none or it
+        could not take the call (a miss). Parks wait while cold runs are under way (up to
+        ``PARK_YIELD_SECONDS``): a miss is not slowed down by the refills."""
         self._start_sweeper(client)
         shape = Shape.of(spec)
         parked = self.pool.take(shape, spec.function)
         try:
-            result = None
-            if parked is not None:
+            result = None if parked is None else await self._hand_off(client, spec, parked)
+            self.hits += result is not None
+            if result is None:
+                self.misses += 1
+                self._cold += 1
                 try:
-                    result = await HandOff(self.runtime, client, spec, parked).execute()
+                    result = await cold()
                 finally:
-                    self._background(self._remove(client, parked))
-                if result is not None:
-                    self.runtime._note_use(client, parked.image_id, spec.image)
+                    self._cold -= 1
+                    if not self._cold:
+                        self._engine_free.set()
+            return result
         finally:
             self.pool.done(shape)
             self.refill(client)
-        self.hits += result is not None
-        self.misses += result is None
+
+    async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
+        try:
+            result = await HandOff(self.runtime, client, spec, parked).execute()
+        finally:
+            self._background(self._remove(client, parked))
+        if result is not None:
+            self.runtime._note_use(client, parked.image_id, spec.image)
         return result
 
     async def warm(self, spec: RunSpec, within: float = 60.0) -> bool:
@@ -270,6 +290,7 @@ class Prewarm:
     async def _park(self, client: Any, shape: Shape, generation: int) -> None:
         try:
             async with self._parks:
+                await self._yield_to_cold_runs()
                 began = time.monotonic()
                 parked = await self._start_parked(client, shape)
         except (EngineUnavailable, DockerException, OSError, LookupError) as exc:
@@ -287,6 +308,13 @@ class Prewarm:
         self._landed.set()
         if not kept:
             await self._remove(client, parked)
+
+    async def _yield_to_cold_runs(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PARK_YIELD_SECONDS):
+                while self._cold:
+                    self._engine_free.clear()
+                    await self._engine_free.wait()
 
     async def _start_parked(self, client: Any, shape: Shape) -> Parked:
         runtime = self.runtime
@@ -402,8 +430,7 @@ class PooledRuntime(DockerRuntime):
             client = await self._connected()
         except EngineUnavailable:
             return await super().run(spec)
-        result = await self.prewarm.run(client, spec)
-        return result if result is not None else await super().run(spec)
+        return await self.prewarm.run(client, spec, functools.partial(super().run, spec))
 
     def drain(self, function: str) -> None:
         self.prewarm.drain(function)
