@@ -18,7 +18,8 @@ Sizing follows demand, per shape:
 - a parked container older than the idle window is replaced (its deadline label, which lets any
   spawner reap it, counts from its creation);
 - a change of a function (its entry in the ``functions`` bucket) drains the shapes it was called
-  with: their parked containers go, and parks under way for them are discarded when they land.
+  with: their parked containers go, parks under way for them are discarded when they land, and
+  they want none until they are called again.
 
 Everything here is synchronous and engine-free; ``runtime/prewarm.py`` does the engine's part.
 """
@@ -193,7 +194,11 @@ class Pool:
 
     @staticmethod
     def _drain(state: _ShapeState) -> list[Parked]:
+        """The shape's parked containers, out; its demand forgotten (it wants none until it is
+        called again: a changed function's calls have another shape)."""
         state.generation += 1
+        state.last_call = state.peak = 0
+        state.calls.clear()
         gone = list(state.parked)
         state.parked.clear()
         return gone
