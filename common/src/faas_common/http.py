@@ -12,7 +12,9 @@
 - one access-log line per request, with the client's address (the proxy's ``X-Forwarded-For``
   only when it comes from ``FORWARDED_ALLOW_IPS``, see ``faas_common.edge``).
 
-``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``.
+``serve`` runs an app with uvicorn behind the limits of ``faas_common.edge``, with the process's
+Prometheus ``/metrics`` on ``METRICS_PORT``. ``HttpMetrics`` (``faas_common.http_metrics``), the
+outermost middleware, counts every request.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faas_common.errors import BadRequest, ServiceError, error_body, install_error_handlers
+from faas_common.http_metrics import HttpMetrics
 from faas_common.logging import configure_logging, request_id_var
+from faas_common.metrics import serving_metrics
 from faas_common.openapi import EVERY_ROUTE
 from faas_common.settings import CommonSettings
 
@@ -246,6 +250,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(HttpMetrics, service=title)  # outermost: counts what Platform refuses
     return app
 
 
@@ -286,4 +291,7 @@ def serve(app: FastAPI, *, service: str, host: str, port: int, settings: CommonS
     from faas_common.edge import EdgeLimits, uvicorn_options
 
     configure_logging(service, settings.log_level)
-    uvicorn.run(app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings)))
+    with serving_metrics(settings.metrics_host, settings.metrics_port):
+        uvicorn.run(
+            app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings))
+        )

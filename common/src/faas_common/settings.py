@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +34,17 @@ def _split_list(value: str) -> list[str]:
 def _alias(name: str) -> AliasChoices:
     # Accept the plain environment name and the field name (tests pass fields by keyword).
     return AliasChoices(name, name.lower())
+
+
+def metrics_port_field(default: int, env_prefix: str) -> Any:
+    """A service's ``metrics_port``: its own default, set by ``<PREFIX>METRICS_PORT`` or the
+    shared ``METRICS_PORT``."""
+    return Field(
+        default,
+        ge=0,
+        le=65535,
+        validation_alias=AliasChoices(f"{env_prefix}METRICS_PORT", "METRICS_PORT", "metrics_port"),
+    )
 
 
 class CommonSettings(BaseSettings):
@@ -115,6 +126,17 @@ class CommonSettings(BaseSettings):
         DEFAULT_BUCKET_MAX_BYTES, ge=4096, validation_alias=_alias("BUCKET_MAX_BYTES")
     )
     """``max_bytes`` of every other bucket (``revocations``, ``fair_share``)."""
+    metrics_port: int = Field(9100, ge=0, le=65535, validation_alias=_alias("METRICS_PORT"))
+    """Port of this process's Prometheus ``/metrics``, a small server of its own beside the
+    API, never routed by the gateway (0: none). Each service has its own default
+    (``metrics_port_field``); the local stack serves ``/metrics`` on its API port instead."""
+    metrics_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - reached on the internal network only, never published
+        validation_alias=_alias("METRICS_HOST"),
+    )
+    metrics_function_labels: bool = Field(False, validation_alias=_alias("METRICS_FUNCTION_LABELS"))
+    """Opt-in: label the activation metrics with the function's name (one series per function:
+    mind the cardinality). User and execution ids are never labels."""
 
     @field_validator("jwt_jwks_url", "jwt_public_key_file", "database_password_file", mode="before")
     @classmethod

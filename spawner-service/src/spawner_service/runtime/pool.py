@@ -197,7 +197,7 @@ class Pool:
         """The shape's parked containers, out; its demand forgotten (it wants none until it is
         called again: a changed function's calls have another shape)."""
         state.generation += 1
-        state.last_call = state.peak = 0
+        state.last_call, state.peak = -math.inf, 0
         state.calls.clear()
         gone = list(state.parked)
         state.parked.clear()
