@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from auth_service.throttle import ThrottlePolicy
 from faas_common.contract import MAX_TOKEN_TTL_SECONDS
-from faas_common.settings import CommonSettings
+from faas_common.settings import CommonSettings, metrics_port_field
 
 
 class AuthSettings(CommonSettings):
@@ -49,6 +49,7 @@ class AuthSettings(CommonSettings):
     login_lockout_max_seconds: float = Field(3600.0, ge=1, le=86_400)
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = Field(8000, ge=1, le=65535)
+    metrics_port: int = metrics_port_field(9101, "AUTH_")
 
     @model_validator(mode="after")
     def _lockouts_in_order(self) -> AuthSettings:

@@ -8,7 +8,8 @@ this module loads pydantic and nats-py only (no web framework, no database drive
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+import uuid
+from typing import TYPE_CHECKING, Literal, TypeGuard
 
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,6 +90,22 @@ ID_RE = re.compile(ID_PATTERN)
 def is_id(value: str) -> bool:
     """Whether ``value`` is one whole token (a full match: ``"abc\\n"`` is not)."""
     return ID_RE.fullmatch(value) is not None
+
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+"""A request id the platform keeps (from the gateway, a client or a job's headers); any other
+value is replaced by a new one (``new_request_id``)."""
+REQUEST_ID_RE = re.compile(REQUEST_ID_PATTERN)
+
+
+def is_request_id(value: str | None) -> TypeGuard[str]:
+    """Whether ``value`` is a whole request id (a full match, like ``is_id``)."""
+    return value is not None and REQUEST_ID_RE.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    """32 hex digits (a random UUID): the id of a request that came without a usable one."""
+    return uuid.uuid4().hex
 
 
 PHASES = ("queue", "pull", "create", "start", "run", "remove")

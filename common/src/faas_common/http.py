@@ -2,8 +2,10 @@
 
 ``PlatformMiddleware`` (pure ASGI, one per app):
 
-- request id: reuses a sane ``X-Request-ID`` from the gateway or makes one, puts it in the
-  logging context and echoes it on the response;
+- request id: reuses a sane ``X-Request-ID`` from the gateway or the client
+  (``faas_common.contract.is_request_id``) or makes one, puts it in the logging context and
+  echoes it on every response, errors included (an unexpected exception is answered 500
+  ``internal_error`` here, its traceback logged with the request id);
 - body cap: a body over ``max_body_bytes`` is a 413 ``payload_too_large`` before any route runs;
 - whole bodies only: a client that disconnects before its body ended (shorter than its
   ``Content-Length``) reaches no route; the access log says 499;
@@ -23,9 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from faas_common.contract import is_request_id, new_request_id
 from faas_common.errors import BadRequest, ServiceError, error_body, install_error_handlers
 from faas_common.http_metrics import HttpMetrics
 from faas_common.logging import configure_logging, request_id_var
@@ -46,16 +47,12 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 access_log = logging.getLogger("faas.access")
+logger = logging.getLogger("faas.http")
 
 REQUEST_ID_HEADER = "x-request-id"
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_TYPES = (b"application/json", b"application/merge-patch+json")
 CLIENT_GONE = 499
 """The access log's status of a request whose client disconnected before its body ended."""
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
 
 
 class PlatformMiddleware:
@@ -69,16 +66,14 @@ class PlatformMiddleware:
             return
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         incoming = _header(headers, b"x-request-id")
-        request_id = (
-            incoming if incoming and _REQUEST_ID_RE.fullmatch(incoming) else new_request_id()
-        )
+        request_id = incoming if is_request_id(incoming) else new_request_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status_holder.update(status=message["status"], started=True)
                 response_headers = list(message.get("headers", []))
                 response_headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": response_headers}
@@ -107,6 +102,14 @@ class PlatformMiddleware:
                     headers.append((b"content-type", b"application/json"))
             scope = {**scope, "headers": headers}
             await self.app(scope, _replay(body, receive), send_with_id)
+        except Exception:
+            if status_holder["started"]:
+                raise
+            # Answered here, not by Starlette's outer error middleware: the 500 carries the
+            # request id and its traceback is logged with it.
+            logger.exception("unhandled error")
+            internal = error_body("Internal server error", "internal_error")
+            await _send_json(send_with_id, 500, internal)
         finally:
             access_log.info(
                 "%s %s %s",

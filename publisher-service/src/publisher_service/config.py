@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from faas_common.contract import DUPLICATE_WINDOW_SECONDS, ID_PATTERN
-from faas_common.settings import CommonSettings, ImageSettings
+from faas_common.settings import CommonSettings, ImageSettings, metrics_port_field
 
 MAX_HISTORY_LIMIT = 100
 """The most records ``GET /publisher/executions`` returns, whatever ``limit`` asks for."""
@@ -31,6 +31,7 @@ class PublisherSettings(CommonSettings, ImageSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = Field(8000, ge=1, le=65535)
+    metrics_port: int = metrics_port_field(9103, "PUBLISHER_")
     max_argument_bytes: int = Field(
         ARGV_ELEMENT_LIMIT,
         ge=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
-from faas_common.settings import CommonSettings, ImageSettings
+from faas_common.settings import CommonSettings, ImageSettings, metrics_port_field
 
 
 class RegistrySettings(CommonSettings, ImageSettings):
@@ -13,6 +13,7 @@ class RegistrySettings(CommonSettings, ImageSettings):
 
     host: str = "0.0.0.0"  # noqa: S104 - a service in a container listens on every interface
     port: int = Field(8000, ge=1, le=65535)
+    metrics_port: int = metrics_port_field(9102, "REGISTRY_")
     kv_timeout: float = Field(
         5.0,
         gt=0,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 
 from faas_common.health import health_router
 from faas_common.http import PlatformMiddleware, create_service_app
-from faas_common.logging import request_id_var
+from faas_common.logging import JsonFormatter, request_id_var
 
 MAX_BODY = 2048
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -41,6 +42,10 @@ def build_app() -> FastAPI:
     @app.post("/greet")
     async def greet(body: Greeting) -> dict[str, str]:
         return {"hello": body.name}
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unexpected")
 
     app.add_middleware(PlatformMiddleware, max_body_bytes=MAX_BODY)
     return app
@@ -104,6 +109,46 @@ async def test_errors_carry_the_request_id_too(client: httpx.AsyncClient) -> Non
     response = await client.get("/missing", headers={"X-Request-ID": "on-a-404"})
     assert response.status_code == 404
     assert response.headers["x-request-id"] == "on-a-404"
+
+
+async def test_a_body_over_the_cap_carries_the_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/echo", content=b"x" * (MAX_BODY + 1), headers={"X-Request-ID": "too-big"}
+    )
+    assert response.status_code == 413
+    assert response.headers["x-request-id"] == "too-big"
+
+
+@pytest.fixture
+def error_lines() -> Iterator[io.StringIO]:
+    """What ``faas.http`` logs, as JSON lines (formatted while the request runs)."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter("test"))
+    http_logger = logging.getLogger("faas.http")
+    http_logger.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        http_logger.removeHandler(handler)
+
+
+async def test_an_unexpected_error_is_a_500_with_the_request_id(
+    client: httpx.AsyncClient, error_lines: io.StringIO
+) -> None:
+    response = await client.get("/boom", headers={"X-Request-ID": "on-a-500"})
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal server error", "code": "internal_error"}
+    assert response.headers["x-request-id"] == "on-a-500"
+    [logged] = [json.loads(line) for line in error_lines.getvalue().splitlines()]
+    assert logged["request_id"] == "on-a-500"
+    assert "RuntimeError: unexpected" in logged["exc"]
+
+
+async def test_a_500_gets_a_generated_request_id_too(client: httpx.AsyncClient) -> None:
+    response = await client.get("/boom")
+    assert response.status_code == 500
+    assert GENERATED_ID.match(response.headers["x-request-id"])
 
 
 # --- JSON whatever the Content-Type -----------------------------------------------------------
