@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -79,6 +79,8 @@ class Row:
     errors: int
     overheads_ms: list[float]
     hits: int = 0
+    phases_ms: dict[str, list[float]] = field(default_factory=dict)
+    """The record's timings of every counted call, per phase."""
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -131,6 +133,8 @@ async def measure(
         row.latencies_ms.append(elapsed)
         if outcome.timings is not None:
             row.overheads_ms.append(elapsed - timings.get("run", 0.0))
+        for phase, ms in timings.items():
+            row.phases_ms.setdefault(phase, []).append(ms)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -280,6 +284,12 @@ def print_table(rows: list[Row]) -> None:
             f"{row.hits:>6}{row.percentile(50):>9.0f}{row.percentile(90):>9.0f}"
             f"{row.percentile(99):>9.0f}{row.throughput:>9.2f}{overhead}"
         )
+    for row in rows:
+        if row.phases_ms:
+            phases = ", ".join(
+                f"{phase} {percentile(values, 50):.1f}" for phase, values in row.phases_ms.items()
+            )
+            print(f"{row.mode} at concurrency {row.concurrency}, phases p50 (ms): {phases}")
     by_key = {(row.mode, row.concurrency): row for row in rows}
     for (mode, concurrency), row in by_key.items():
         baseline = by_key.get(("docker run", concurrency))
