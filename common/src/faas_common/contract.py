@@ -240,6 +240,8 @@ class Job(BaseModel):
     start_deadline: float
     """Epoch seconds: a job not started by then is dropped (its caller has given up)."""
     request_id: str | None = None
+    """The ``X-Request-ID`` of the call (also in the message's headers), for the spawner's logs
+    and the execution record."""
 
 
 class ExecutionRecord(BaseModel):
@@ -262,6 +264,9 @@ class ExecutionRecord(BaseModel):
     start_deadline: float | None = None
     """Epoch seconds: a record still ``queued`` after it is ``timed_out`` (nobody started it)."""
     finished_at: float | None = None
+    request_id: str | None = None
+    """The ``X-Request-ID`` of the call that started the activation (absent in records written
+    before it was kept). A keyed retry answers the first call's record, with its request id."""
 
 
 def load_key(instance_id: str) -> str:

@@ -339,6 +339,7 @@ def queued(job: Job) -> ExecutionRecord:
         status="queued",
         created_at=job.enqueued_at,
         start_deadline=job.start_deadline,
+        request_id=job.request_id,
     )
 
 

@@ -32,9 +32,7 @@
   ``nak``ed, or ``term``ed on its last allowed delivery (its record failed as above), so it
   never stays in the stream after its deliveries are used up. When its fair-share deferrals
   cannot be read, no delivery but the consumer's own last is taken for the last allowed one;
-- a job acked or terminated on a redelivery has its deferral count deleted (best effort);
-- every final record this spawner writes (a result, an expiry, a lost run, a give-up) is
-  counted in the activation metrics (``faas_common.metrics``) as it is replied.
+- a job acked or terminated on a redelivery has its deferral count deleted (best effort).
 """
 
 from __future__ import annotations
@@ -43,12 +41,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from faas_common.contract import HEADER_ROOM, REQUEST_ID_HEADER, ExecutionRecord, Job
+from faas_common.contract import (
+    HEADER_ROOM,
+    REQUEST_ID_HEADER,
+    ExecutionRecord,
+    Job,
+    is_request_id,
+)
 from faas_common.executions import (
     RecordConflict,
     RecordStore,
@@ -64,7 +68,6 @@ from faas_common.executions import (
     transition,
 )
 from faas_common.logging import request_id_var
-from faas_common.metrics import ActivationMetrics
 from faas_common.nats import NATS_ERRORS
 from spawner_service.config import NATS_MAX_PAYLOAD, SpawnerSettings
 from spawner_service.fairness import NoFairShare, Slots
@@ -118,6 +121,15 @@ def job_log(job: Job) -> JobLog:
     return JobLog(logger, {"execution_id": job.execution_id, "user_id": job.user_id})
 
 
+def request_id_of(job: Job, headers: Mapping[str, str]) -> str | None:
+    """The call's request id: the job's, else its message's ``X-Request-ID`` header; a value
+    that is not a request id (``is_request_id``) is none."""
+    for candidate in (job.request_id, headers.get(REQUEST_ID_HEADER)):
+        if is_request_id(candidate):
+            return candidate
+    return None
+
+
 def attempt_of(msg: JobMessage) -> int | None:
     try:
         return int(msg.metadata.num_delivered)
@@ -164,7 +176,6 @@ class JobHandler:
         self.engine_failed = engine_failed
         """Told when the engine could not be reached (the worker stops fetching until it is)."""
         self.slots: Slots = slots or NoFairShare()
-        self.metrics = ActivationMetrics(function_labels=settings.metrics_function_labels)
 
     @property
     def record_limit(self) -> int:
@@ -214,8 +225,9 @@ class JobHandler:
                 # Redelivered after ack_wait and terminated then.
                 logger.warning("cannot terminate the message", extra={"error": repr(term_error)})
             return
-        headers = msg.headers or {}
-        request_id_var.set(job.request_id or headers.get(REQUEST_ID_HEADER))
+        # This task's own context: every line logged about the job carries its request id.
+        job = job.model_copy(update={"request_id": request_id_of(job, msg.headers or {})})
+        request_id_var.set(job.request_id)
         log = job_log(job)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
@@ -383,6 +395,7 @@ class JobHandler:
             created_at=job.enqueued_at,
             start_deadline=job.start_deadline,
             finished_at=time.time(),
+            request_id=job.request_id,
         )
         await self._finish(job, record, log, known=None)  # stored if it fits, replied anyway
         await self._settle(job, msg, ack=False)
@@ -450,6 +463,7 @@ class JobHandler:
             created_at=job.enqueued_at,
             start_deadline=job.start_deadline,
             finished_at=time.time(),
+            request_id=job.request_id,
         )
         log.error("giving up on the job", extra={"reason": reason})
         await self._finish(job, record, log, known=None)
@@ -499,8 +513,6 @@ class JobHandler:
         return written[0] if written is not None else None
 
     async def _reply(self, job: Job, record: ExecutionRecord, log: JobLog) -> None:
-        """Count the final record this spawner wrote (``faas_common.metrics``), then reply it."""
-        self.metrics.finished(record)
         if not job.reply_subject:
             return
         try:

@@ -52,6 +52,7 @@ def final_record(
         timings=timings,
         created_at=created_at,
         finished_at=finished_at,
+        request_id=job.request_id,
     )
 
 

@@ -28,6 +28,20 @@ async def test_same_key_twice_sync_runs_once_and_answers_the_same_record(
     assert "server-timing" in second.headers
 
 
+async def test_a_keyed_retry_answers_the_first_calls_request_id(
+    client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
+) -> None:
+    first = await client.post(
+        PUBLISH, json=publish_body(), headers={**keyed(alice, "o-2"), "X-Request-ID": "first"}
+    )
+    second = await client.post(
+        PUBLISH, json=publish_body(), headers={**keyed(alice, "o-2"), "X-Request-ID": "second"}
+    )
+
+    assert first.json()["request_id"] == second.json()["request_id"] == "first"
+    assert second.headers["x-request-id"] == "second"  # this request's own id
+
+
 async def test_same_key_twice_async_returns_the_same_execution_id(
     client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
 ) -> None:

@@ -63,6 +63,20 @@ async def test_the_job_carries_the_snapshot_argument_reply_subject_and_deadline(
     assert job.request_id == "req-42"
 
 
+async def test_the_record_keeps_the_calls_request_id(
+    client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
+) -> None:
+    fakes.queue.worker = None  # the record stays queued: the publisher wrote it
+    headers = {**alice.headers, "X-Request-ID": "abc-123"}
+    response = await client.post(PUBLISH, json=publish_body(is_async=True), headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert response.headers["x-request-id"] == "abc-123"
+    polled = await client.get(response.json()["status_url"], headers=alice.headers)
+    assert polled.json()["status"] == "queued"
+    assert polled.json()["request_id"] == "abc-123"
+
+
 async def test_async_call_is_accepted_with_a_status_url_then_polled(
     client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
 ) -> None:

@@ -178,6 +178,36 @@ async def test_the_request_id_header_is_used_when_the_job_has_none() -> None:
     msg = FakeMsg(job.model_dump_json().encode(), headers={"X-Request-ID": "from-header"})
     await harness.handler.handle(msg)
     assert harness.runtime.request_ids == ["from-header"]
+    assert harness.record(job).request_id == "from-header"
+    assert harness.replies.sent[0][1].request_id == "from-header"
+
+
+async def test_the_request_id_is_kept_in_the_final_record() -> None:
+    harness = Harness()
+    job = make_job(request_id="abc-123")
+    await harness.handle(job)
+    assert harness.record(job).request_id == "abc-123"
+    assert harness.replies.sent[0][1].request_id == "abc-123"
+
+
+@pytest.mark.parametrize("header", ["has space", "x" * 129, "line\nbreak"])
+async def test_a_request_id_header_that_is_not_one_is_ignored(header: str) -> None:
+    harness = Harness()
+    job = make_job(request_id=None)
+    harness.store.seed(job.user_id, queued_record(job))
+    msg = FakeMsg(job.model_dump_json().encode(), headers={"X-Request-ID": header})
+    await harness.handler.handle(msg)
+    assert harness.runtime.request_ids == [None]
+    assert harness.record(job).request_id is None
+
+
+async def test_a_record_failed_when_giving_up_keeps_the_request_id() -> None:
+    harness = Harness(max_deliver=3)
+    job = make_job(request_id="given-up")
+    harness.store.seed(job.user_id, queued_record(job))
+    await harness.handler.release(FakeMsg(job.model_dump_json().encode(), delivered=3))
+    record = harness.record(job)
+    assert (record.status, record.request_id) == ("failed", "given-up")
 
 
 async def test_no_reply_without_a_reply_subject() -> None:
