@@ -1,6 +1,7 @@
 """``python -m spawner_service``: consume activations until SIGTERM or SIGINT.
 
-Start-up: settings from the environment, JSON logs, NATS connected (unreachable for
+Start-up: settings from the environment, JSON logs, Prometheus ``/metrics`` on
+``METRICS_PORT`` (``SPAWNER_METRICS_PORT``, default 9104; 0: none), NATS connected (unreachable for
 ``NATS_CONNECT_TIMEOUT`` seconds is an exit with status 1). A Docker engine that does not answer
 is a warning, not an exit: the engine may come up later, and meanwhile this spawner fetches no
 jobs (healthy spawners run them).
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 from faas_common.logging import configure_logging
+from faas_common.metrics import serving_metrics
 from faas_common.nats import NatsUnavailable
 from spawner_service.app import running_worker
 from spawner_service.config import SpawnerSettings
@@ -28,6 +30,12 @@ logger = logging.getLogger("spawner.main")
 
 
 async def serve(settings: SpawnerSettings) -> int:
+    """Consume (``consume``) with this process's ``/metrics`` served on ``METRICS_PORT``."""
+    with serving_metrics(settings.metrics_host, settings.metrics_port):
+        return await consume(settings)
+
+
+async def consume(settings: SpawnerSettings) -> int:
     try:
         async with running_worker(settings) as running:
             loop = asyncio.get_running_loop()

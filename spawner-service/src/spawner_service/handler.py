@@ -32,7 +32,9 @@
   ``nak``ed, or ``term``ed on its last allowed delivery (its record failed as above), so it
   never stays in the stream after its deliveries are used up. When its fair-share deferrals
   cannot be read, no delivery but the consumer's own last is taken for the last allowed one;
-- a job acked or terminated on a redelivery has its deferral count deleted (best effort).
+- a job acked or terminated on a redelivery has its deferral count deleted (best effort);
+- every final record this spawner writes (a result, an expiry, a lost run, a give-up) is
+  counted in the activation metrics (``faas_common.metrics``) as it is replied.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from faas_common.executions import (
     transition,
 )
 from faas_common.logging import request_id_var
+from faas_common.metrics import ActivationMetrics
 from faas_common.nats import NATS_ERRORS
 from spawner_service.config import NATS_MAX_PAYLOAD, SpawnerSettings
 from spawner_service.fairness import NoFairShare, Slots
@@ -176,6 +179,7 @@ class JobHandler:
         self.engine_failed = engine_failed
         """Told when the engine could not be reached (the worker stops fetching until it is)."""
         self.slots: Slots = slots or NoFairShare()
+        self.metrics = ActivationMetrics(function_labels=settings.metrics_function_labels)
 
     @property
     def record_limit(self) -> int:
@@ -513,6 +517,8 @@ class JobHandler:
         return written[0] if written is not None else None
 
     async def _reply(self, job: Job, record: ExecutionRecord, log: JobLog) -> None:
+        """Count the final record this spawner wrote (``faas_common.metrics``), then reply it."""
+        self.metrics.finished(record)
         if not job.reply_subject:
             return
         try:
