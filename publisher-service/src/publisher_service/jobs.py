@@ -87,3 +87,8 @@ class NatsJobQueue:
         if not self._nc.is_connected:
             raise RuntimeError("not connected to NATS")
         await self._js.stream_info(EXECUTIONS_STREAM)
+
+    async def jobs(self) -> float:
+        """Jobs in the stream now (queued or running): one stream info request."""
+        info = await self._js.stream_info(EXECUTIONS_STREAM)
+        return float(info.state.messages)

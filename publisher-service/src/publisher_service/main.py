@@ -5,7 +5,8 @@ Start-up, in order: token verifier (fails at once without ``JWT_PUBLIC_KEY_FILE`
 ``MAX_IN_FLIGHT`` / ``MAX_IN_FLIGHT_PER_USER``), the ``executions`` and ``idempotency`` buckets,
 the ``functions`` and ``revocations`` buckets watched into memory (the token verifier honours
 the second), and the subscription to this instance's reply subject
-``faas.reply.<instance_id>.*``. Shutdown runs it backwards: waiting calls are failed, the
+``faas.reply.<instance_id>.*``, then the stream's jobs refreshed every few seconds into
+``faas_executions_stream_jobs``. Shutdown runs it backwards: waiting calls are failed, the
 watches stop, NATS drains.
 """
 
@@ -23,6 +24,7 @@ from faas_common.contract import FUNCTIONS_BUCKET, IDEMPOTENCY_BUCKET, ensure_ex
 from faas_common.executions import ExecutionStore, RecordStore, RecordWatch
 from faas_common.health import health_router
 from faas_common.http import create_service_app
+from faas_common.metrics import FUNCTIONS_CACHED, STREAM_JOBS, ActivationMetrics, refreshing
 from faas_common.nats import ensure_kv, open_nats
 from faas_common.revocation import open_revocations
 from faas_common.security import RevocationCheck, open_token_verifier
@@ -42,6 +44,8 @@ from publisher_service.stores import KvIdempotencyStore
 from publisher_service.waits import Waiter, WaitSlots
 
 SERVICE = "publisher-service"
+STREAM_REFRESH_SECONDS = 5.0
+"""How often ``faas_executions_stream_jobs`` is read from the stream (one request each time)."""
 
 logger = logging.getLogger("publisher.main")
 
@@ -105,6 +109,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     await catalog.start(wait=settings.nats_timeout)
     stack.push_async_callback(catalog.stop)
     on_reconnect.append(catalog.rebuild)
+    stack.enter_context(FUNCTIONS_CACHED.tracking(lambda: {(): len(catalog)}))
     revocations = await open_revocations(
         nc, js, stack, settings, on_reconnect=on_reconnect, wait=settings.nats_timeout
     )
@@ -112,6 +117,15 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     replies = ReplyRegistry(settings.instance_id)
     await nc.subscribe(replies.wildcard, cb=replies.handle)
     stack.callback(replies.close)
+    queue = NatsJobQueue(nc, js, budget=budget)
+    await stack.enter_async_context(
+        refreshing(
+            STREAM_JOBS,
+            queue.jobs,
+            interval=STREAM_REFRESH_SECONDS,
+            read_seconds=settings.nats_timeout,
+        )
+    )
     logger.info(
         "publisher connected",
         extra={"instance_id": settings.instance_id, "reply_subject": replies.wildcard},
@@ -119,7 +133,7 @@ async def connect_backends(settings: PublisherSettings, stack: AsyncExitStack) -
     return Backends(
         catalog=catalog,
         records=store,
-        queue=NatsJobQueue(nc, js, budget=budget),
+        queue=queue,
         idempotency=KvIdempotencyStore(idempotency_kv, budget=budget),
         replies=replies,
         watch=store,
@@ -152,6 +166,7 @@ def create_app(
                 limits=limits_from(settings),
                 image_policy=settings.images,
                 registry_allow=settings.registry_allow,
+                metrics=ActivationMetrics(function_labels=settings.metrics_function_labels),
             )
             app.state.waiter = Waiter(
                 read=app.state.publisher.get_execution,

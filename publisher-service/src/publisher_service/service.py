@@ -74,6 +74,7 @@ from faas_common.images import (
     normalise_image,
     registry_host_verdict,
 )
+from faas_common.metrics import ActivationMetrics
 from publisher_service.exceptions import (
     ActivationError,
     ActivationFailed,
@@ -109,7 +110,14 @@ INTERNAL_REGISTRY_DETAIL = (
 
 
 class QueueFull(Exception):
-    """The stream refused the job: the cluster-wide or the user's in-flight limit is reached."""
+    """The stream refused the job: the cluster-wide or the user's in-flight limit is reached
+    (the server's description says which)."""
+
+    @property
+    def limit(self) -> str:
+        """``user`` (``MAX_IN_FLIGHT_PER_USER``: the subject's limit) or ``cluster``
+        (``MAX_IN_FLIGHT``, ``STREAM_MAX_BYTES``)."""
+        return "user" if "per subject" in str(self) else "cluster"
 
 
 class FunctionCatalog(Protocol):
@@ -249,6 +257,7 @@ class Publisher:
         image_policy: ImagePolicy | None = None,
         registry_allow: frozenset[str] = frozenset(),
         clock: Callable[[], float] = time.time,
+        metrics: ActivationMetrics | None = None,
     ) -> None:
         self.catalog = catalog
         self.records = records
@@ -259,6 +268,8 @@ class Publisher:
         self.image_policy = image_policy or ImagePolicy()
         self.registry_allow = registry_allow
         self.clock = clock
+        self.metrics = metrics or ActivationMetrics()
+        """Counts the activations this publisher ends: refused, not queued, not started in time."""
 
     # --- activations --------------------------------------------------------------------------
 
@@ -374,7 +385,8 @@ class Publisher:
         answer was lost). A job that cannot be queued is recorded as such and answered."""
         try:
             return await self.queue.enqueue(job)
-        except QueueFull:
+        except QueueFull as exc:
+            self.metrics.rejected(exc.limit, job.function.name)
             record = await self._refuse(job, "concurrency_limit", REJECTED_DETAIL)
             await self._release(held)
             logger.info("activation rejected", extra={"execution_id": job.execution_id})
@@ -397,6 +409,8 @@ class Publisher:
                     # was lost. Follow it like any other activation.
                     return None
             await self._release(held)
+            if written is not None:
+                self.metrics.finished(written[0])
             logger.warning(
                 "activation not queued",
                 extra={"execution_id": job.execution_id, "cause": repr(exc.__cause__)},
@@ -528,6 +542,7 @@ class Publisher:
             return
         if sequence is not None:
             await self.queue.discard(sequence)
+        self.metrics.finished(written[0])
         logger.info("activation not started in time", extra={"execution_id": job.execution_id})
         raise ActivationTimedOut(written[0].detail, execution=written[0])
 
@@ -587,6 +602,7 @@ class Publisher:
                 known=known,
             )
             if written is not None:
+                self.metrics.finished(written[0])
                 logger.info("queued record expired", extra={"execution_id": record.execution_id})
                 return written[0]
         return record
