@@ -12,7 +12,9 @@ from auth_service.schemas import Credentials, LoginRequest, TokenOut, UserOut, V
 from auth_service.service import Clock, PasswordHasher, Revocations, TokenIssuer
 from auth_service.throttle import ThrottlePolicy
 from faas_common.db import SessionDep
+from faas_common.errors import ServiceError
 from faas_common.http import parse_json_body, validate_body
+from faas_common.metrics import LOGINS
 from faas_common.openapi import AUTHENTICATED, JSON_BODY, error_response, merge
 from faas_common.security import CurrentUser, public_jwk
 
@@ -174,15 +176,20 @@ async def login(
     revocations: RevocationsDep,
 ) -> TokenOut:
     body = await _login_request(request)
-    user = await service.authenticate(
-        session,
-        hasher,
-        throttle,
-        revocations,
-        username=body.username,
-        password=body.password,
-        now=clock(),
-    )
+    try:
+        user = await service.authenticate(
+            session,
+            hasher,
+            throttle,
+            revocations,
+            username=body.username,
+            password=body.password,
+            now=clock(),
+        )
+    except ServiceError as exc:
+        LOGINS.labels(result=exc.code).inc()  # invalid_credentials, login_throttled, ...
+        raise
+    LOGINS.labels(result="succeeded").inc()
     issued = issuer.issue(user)
     return TokenOut(access_token=issued.token, expires_in=issued.expires_in)
 
