@@ -9,7 +9,9 @@ Started by ``./bin/run.sh`` (the default mode). In order, it:
 4. serves every service app under its gateway prefix (``/auth``, ``/registry``, ``/publisher``)
    on ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...),
    behind the services' HTTP edge limits (``faas_common.edge``);
-5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time).
+5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time);
+6. serves the process's Prometheus metrics, every service's and the spawner's, at
+   ``http://FAAS_HOST:FAAS_PORT/metrics`` (no ``METRICS_PORT`` server of their own here).
 
 Ctrl-C or SIGTERM: the server stops taking requests and lets the ones in flight finish, the
 spawner finishes the jobs it holds, the services drain their NATS connections, then nats-server
@@ -39,6 +41,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from auth_service.config import AuthSettings
@@ -195,8 +198,14 @@ class NatsServer:
             self.process.wait()
 
 
+METRICS_PATH = "/metrics"
+metrics_app = make_asgi_app()
+"""The whole process's Prometheus metrics (every service and the spawner live in it)."""
+
+
 class PrefixDispatcher:
-    """Routes each request to the service app owning its first path segment, like the gateway."""
+    """Routes each request to the service app owning its first path segment, like the gateway;
+    ``/metrics`` is the process's Prometheus metrics (no gateway stands in front of it here)."""
 
     def __init__(
         self,
@@ -211,6 +220,9 @@ class PrefixDispatcher:
             await self._lifespan(receive, send)
             return
         path: str = scope.get("path", "/")
+        if path == METRICS_PATH and scope["type"] == "http":
+            await metrics_app(scope, receive, send)
+            return
         segment = "/" + path.lstrip("/").split("/", 1)[0]
         app: ASGIApp | None = self.apps.get(segment)
         if app is None:
