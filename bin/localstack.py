@@ -48,7 +48,7 @@ from auth_service.config import AuthSettings
 from auth_service.keys import generate_key_pair
 from auth_service.main import create_app as create_auth_app
 from faas_common.edge import EdgeLimits, uvicorn_options
-from faas_common.logging import configure_logging
+from faas_common.logging import LogFormat, configure_logging, parse_log_format
 from publisher_service.config import PublisherSettings
 from publisher_service.main import create_app as create_publisher_app
 from registry_service.config import RegistrySettings
@@ -72,6 +72,7 @@ class LocalConfig:
     nats_port: int
     data_dir: Path
     log_level: str
+    log_format: LogFormat
     forwarded_allow_ips: str
     """No proxy stands in front of the local stack: nobody's ``X-Forwarded-For`` is believed
     unless ``FORWARDED_ALLOW_IPS`` names one."""
@@ -91,12 +92,20 @@ class LocalConfig:
             nats_port=port("FAAS_NATS_PORT", 4222),
             data_dir=data_dir,
             log_level=os.environ.get("LOG_LEVEL", "INFO"),
+            log_format=log_format(os.environ.get("LOG_FORMAT", "auto")),
             forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", ""),
         )
 
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+
+def log_format(raw: str) -> LogFormat:
+    try:
+        return parse_log_format(raw)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def ensure_port_free(host: str, port: int, what: str, variable: str) -> None:
@@ -289,6 +298,7 @@ def build_platform(config: LocalConfig) -> Platform:
     local: dict[str, Any] = {
         "environment": "local",
         "log_level": config.log_level,
+        "log_format": config.log_format,
         "nats_url": config.nats_url,
         "nats_connect_timeout": 15.0,
         "nats_replicas": 1,
@@ -369,7 +379,7 @@ def _interrupt(signum: int, _frame: object) -> None:
 def main(warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr)) -> int:
     try:
         config = LocalConfig.from_env()
-        configure_logging("local-stack", config.log_level)
+        configure_logging("local-stack", config.log_level, config.log_format)
         ensure_port_free(config.host, config.port, "the API", "FAAS_PORT")
         ensure_port_free("127.0.0.1", config.nats_port, "nats-server", "FAAS_NATS_PORT")
         if (reason := docker_engine_status()) is not None:

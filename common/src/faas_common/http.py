@@ -287,13 +287,13 @@ def validate_body(model: type[ModelT], data: Any) -> ModelT:
 
 
 def serve(app: FastAPI, *, service: str, host: str, port: int, settings: CommonSettings) -> None:
-    """Run one service app with uvicorn, logging JSON lines (``python -m <service>``), behind
-    the settings' HTTP edge limits."""
+    """Run one service app with uvicorn (``python -m <service>``), logging in ``LOG_FORMAT``,
+    behind the settings' HTTP edge limits."""
     import uvicorn
 
     from faas_common.edge import EdgeLimits, uvicorn_options
 
-    configure_logging(service, settings.log_level)
+    configure_logging(service, settings.log_level, settings.log_format)
     with serving_metrics(settings.metrics_host, settings.metrics_port):
         uvicorn.run(
             app, host=host, port=port, **uvicorn_options(EdgeLimits.from_settings(settings))

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from faas_common.images import DOCKER_HUB, ImagePolicy, parse_allow_prefixes, parse_registries
+from faas_common.logging import LogFormat, parse_log_format
 from faas_common.nats import DEFAULT_BUCKET_MAX_BYTES, RetryBudget
 
 MIB = 1_048_576
@@ -54,6 +55,9 @@ class CommonSettings(BaseSettings):
         "production", validation_alias=_alias("ENVIRONMENT")
     )
     log_level: str = Field("INFO", validation_alias=_alias("LOG_LEVEL"))
+    log_format: LogFormat = Field("auto", validation_alias=_alias("LOG_FORMAT"))
+    """``json`` (one object per line), ``text`` (one readable line) or ``auto``: text when
+    stderr is a terminal, JSON otherwise (``faas_common.logging``)."""
     database_url: str = Field(
         "sqlite+aiosqlite:///.data/faas.db", validation_alias=_alias("DATABASE_URL")
     )
@@ -142,6 +146,11 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        return parse_log_format(value) if isinstance(value, str) else value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

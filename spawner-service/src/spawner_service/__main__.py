@@ -64,7 +64,7 @@ def _stopper(worker: Worker, sig: signal.Signals) -> Callable[[], None]:
 
 def main() -> None:
     settings = SpawnerSettings()
-    configure_logging("spawner-service", settings.log_level)
+    configure_logging("spawner-service", settings.log_level, settings.log_format)
     sys.exit(asyncio.run(serve(settings)))
 
 

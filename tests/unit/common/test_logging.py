@@ -1,10 +1,12 @@
-"""JSON-lines logging: one object per line, with the service, the level and the request id."""
+"""Logging: JSON lines (one object per line, with the service, the level and the request id) or
+readable text lines, chosen by LOG_FORMAT or by whether stderr is a terminal."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -12,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from faas_common.logging import JsonFormatter, configure_logging, request_id_var
+from faas_common.logging import (
+    JsonFormatter,
+    LogFormat,
+    TextFormatter,
+    configure_logging,
+    formatter_for,
+    request_id_var,
+)
+from faas_common.settings import CommonSettings
 
 
 @pytest.fixture
@@ -149,3 +160,104 @@ def test_configure_logging_twice_keeps_one_handler() -> None:
     root = logging.getLogger()
     assert len(root.handlers) == 1
     assert root.level == logging.WARNING
+
+
+# --- Text lines and the format's choice -------------------------------------------------------
+
+TEXT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (?P<level>\S+) +(?P<logger>\S+)  (?P<rest>.*)$")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def text_of(record: logging.LogRecord) -> str:
+    return TextFormatter().format(record)
+
+
+def make_record(msg: str, level: int = logging.INFO, **extra: Any) -> logging.LogRecord:
+    record = logging.makeLogRecord(
+        {"name": "publisher.service", "levelno": level, "levelname": logging.getLevelName(level)}
+    )
+    record.msg = msg
+    record.__dict__.update(extra)
+    return record
+
+
+def test_a_text_line_has_time_level_logger_message_then_fields() -> None:
+    token = request_id_var.set("abc-123")
+    try:
+        line = text_of(make_record("activation queued", execution_id="e-1", queue_ms=1.5))
+    finally:
+        request_id_var.reset(token)
+    match = TEXT_LINE.match(line)
+    assert match is not None, line
+    assert (match["level"], match["logger"]) == ("INFO", "publisher.service")
+    assert match["rest"] == "activation queued  request_id=abc-123 execution_id=e-1 queue_ms=1.5"
+    assert "\n" not in line
+
+
+def test_text_levels_line_up() -> None:
+    info = text_of(make_record("x", logging.INFO))
+    error = text_of(make_record("x", logging.ERROR))
+    assert info.index("publisher.service") == error.index("publisher.service")
+
+
+def test_text_values_that_are_not_one_word_are_quoted() -> None:
+    line = text_of(
+        make_record("m", error="no such image", timings={"run": 2.0}, empty="", code=None)
+    )
+    assert line.endswith(' error="no such image" timings={"run":2.0} empty="" code=null')
+
+
+def test_a_text_line_without_fields_is_the_message_alone() -> None:
+    assert TEXT_LINE.match(text_of(make_record("stopped")))["rest"] == "stopped"  # type: ignore[index]
+
+
+def test_a_text_traceback_follows_its_line() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = make_record("failed", logging.ERROR)
+        record.exc_info = sys.exc_info()
+    first, *rest = text_of(record).splitlines()
+    assert TEXT_LINE.match(first)
+    assert rest[-1] == "ValueError: boom"
+
+
+@pytest.mark.parametrize(
+    ("log_format", "terminal", "expected"),
+    [
+        ("auto", True, TextFormatter),
+        ("auto", False, JsonFormatter),
+        ("json", True, JsonFormatter),
+        ("text", False, TextFormatter),
+    ],
+)
+def test_the_format_follows_the_terminal_unless_chosen(
+    log_format: LogFormat, terminal: bool, expected: type[logging.Formatter]
+) -> None:
+    stream = Terminal() if terminal else io.StringIO()
+    assert type(formatter_for("svc", log_format, stream)) is expected
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_configure_logging_writes_text_lines_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("spawner-service", "INFO", "text")
+    logging.getLogger("spawner.worker").info("finished", extra={"status": "succeeded"})
+    (line,) = capsys.readouterr().err.splitlines()
+    match = TEXT_LINE.match(line)
+    assert match is not None, line
+    assert match["rest"] == "finished  status=succeeded"
+
+
+def test_log_format_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CommonSettings().log_format == "auto"
+    monkeypatch.setenv("LOG_FORMAT", "Text")
+    assert CommonSettings().log_format == "text"
+    monkeypatch.setenv("LOG_FORMAT", "yaml")
+    with pytest.raises(ValidationError, match="LOG_FORMAT='yaml': expected one of auto, json"):
+        CommonSettings()
