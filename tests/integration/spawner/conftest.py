@@ -1,12 +1,15 @@
 """Fixtures of the spawner's integration tests: test images, a Docker client for looking at what
-the runtime did, runtimes built from settings, and a per-test execution id prefix.
+the runtime did, runtimes built from settings, a per-test execution id prefix, and the two paths
+an activation takes (``path``: a cold container, or a parked one of the prewarm pool).
 
 Every execution id a test uses starts with its prefix; after the test, no container labelled with
-such an id may remain (other users of the engine are left alone).
+such an id (or a pooled one named after it) may remain, and no container of a runtime the test
+made once that runtime is closed (other users of the engine are left alone).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import tempfile
 import time
@@ -26,8 +29,15 @@ from faas_common.contract import EXECUTIONS_STREAM, MANAGED_LABEL
 from faas_common.executions import ExecutionStore
 from faas_common.nats import connect_nats, ensure_kv
 from spawner_service.config import SpawnerSettings
-from spawner_service.runtime.base import RunSpec
-from spawner_service.runtime.docker import EXECUTION_LABEL, MANAGED_VALUE, DockerRuntime
+from spawner_service.runtime.base import RunResult, RunSpec
+from spawner_service.runtime.docker import (
+    EXECUTION_LABEL,
+    INSTANCE_LABEL,
+    MANAGED_VALUE,
+    DockerRuntime,
+    pooled_owner,
+)
+from spawner_service.runtime.prewarm import PooledRuntime
 from tests.integration.spawner.jobs import Replies
 from tests.support.images import build, busybox_image, image_exists, python_base_image
 
@@ -75,13 +85,34 @@ def docker_client() -> Iterator[Any]:
         client.close()
 
 
+def _execution_of(container: dict[str, Any]) -> str:
+    """The execution id a container belongs to: its label, or a taken pooled container's name."""
+    taken = pooled_owner(container)
+    return taken[0] if taken else (container.get("Labels") or {}).get(EXECUTION_LABEL, "")
+
+
 def containers_of(client: Any, prefix: str) -> list[dict[str, Any]]:
     """Managed containers (any state) whose execution id starts with ``prefix``, as the engine
-    lists them (``Id``, ``Names``, ``Labels``, ``State``, ...)."""
+    lists them (``Id``, ``Names``, ``Labels``, ``State``, ...): cold ones by their label, taken
+    pooled ones by their name."""
     found: list[dict[str, Any]] = client.api.containers(
         all=True, filters={"label": f"{MANAGED_LABEL}={MANAGED_VALUE}"}
     )
-    return [c for c in found if (c.get("Labels") or {}).get(EXECUTION_LABEL, "").startswith(prefix)]
+    return [c for c in found if _execution_of(c).startswith(prefix)]
+
+
+def containers_of_instance(client: Any, instance_id: str) -> list[dict[str, Any]]:
+    """Every container (any state) the runtime of ``instance_id`` made: cold, parked or taken."""
+    found: list[dict[str, Any]] = client.api.containers(
+        all=True, filters={"label": f"{INSTANCE_LABEL}={instance_id}"}
+    )
+    return found
+
+
+def _remove_all(client: Any, containers: list[dict[str, Any]]) -> None:
+    for container in containers:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(container["Id"], force=True, v=True)
 
 
 @pytest.fixture
@@ -94,27 +125,88 @@ def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
     client = docker.DockerClient()
     try:
         left = containers_of(client, value)
-        for container in left:  # do not leak into other tests, then fail this one
-            with contextlib.suppress(docker.errors.NotFound):
-                client.api.remove_container(container["Id"], force=True)
+        _remove_all(client, left)  # do not leak into other tests, then fail this one
     finally:
         client.close()
     assert left == [], f"containers left behind: {[c['Names'] for c in left]}"
 
 
 @pytest.fixture
-async def make_runtime() -> AsyncIterator[Callable[..., DockerRuntime]]:
+async def make_runtime(
+    request: pytest.FixtureRequest, prefix: str
+) -> AsyncIterator[Callable[..., DockerRuntime]]:
+    """``make_runtime(pool=False, **settings)``: a runtime with an instance id of its own; with
+    ``pool`` a ``PooledRuntime`` on the session's shim. Closed after the test (before ``prefix``
+    looks for leftovers), then none of its containers may remain."""
     runtimes: list[DockerRuntime] = []
 
-    def factory(*, base_url: str | None = None, **overrides: Any) -> DockerRuntime:
-        values: dict[str, Any] = {"max_containers": 4} | overrides
-        runtime = DockerRuntime(SpawnerSettings(**values), base_url=base_url)
+    def factory(
+        *, base_url: str | None = None, pool: bool = False, **overrides: Any
+    ) -> DockerRuntime:
+        values: dict[str, Any] = {
+            "max_containers": 4,
+            "instance_id": f"{prefix}spawner{len(runtimes)}",
+        } | overrides
+        if not pool:
+            runtime = DockerRuntime(SpawnerSettings(**values), base_url=base_url)
+        else:
+            shim = str(request.getfixturevalue("shim_binary"))
+            settings = SpawnerSettings(**({"pool_shim": shim} | values))
+            runtime = PooledRuntime(settings, base_url=base_url)
         runtimes.append(runtime)
         return runtime
 
     yield factory
     for runtime in runtimes:
         await runtime.close()
+    if request.node.get_closest_marker("docker") is None:
+        return
+    client = docker.DockerClient()
+    try:
+        ids = [runtime.settings.instance_id for runtime in runtimes]
+        left = [c for i in ids for c in containers_of_instance(client, i)]
+        _remove_all(client, left)
+    finally:
+        client.close()
+    assert left == [], f"containers left after close: {[c['Names'] for c in left]}"
+
+
+PATHS = ("cold", "pool")
+
+
+class OnPath:
+    """Activations on one path: ``cold`` (``DockerRuntime``: a container per call) or ``pool``
+    (``PooledRuntime``: each call takes a container parked for it beforehand)."""
+
+    def __init__(self, name: str, make_runtime: Callable[..., DockerRuntime]) -> None:
+        self.name = name
+        self.pooled = name == "pool"
+        self._make_runtime = make_runtime
+
+    def runtime(self, **overrides: Any) -> DockerRuntime:
+        return self._make_runtime(pool=self.pooled, **overrides)
+
+    async def run(self, runtime: DockerRuntime, spec: RunSpec) -> RunResult:
+        """``spec`` run on this path: on the pool's, a container of its shape is parked first
+        and the call must take it (a hit); on the cold one, it must not."""
+        if self.pooled:
+            assert isinstance(runtime, PooledRuntime)
+            assert await runtime.prewarm.warm(spec), "no container was parked"
+        result = await runtime.run(spec)
+        assert ("pool" in result.timings) is self.pooled, (self.name, result)
+        return result
+
+    async def run_all(self, runtime: DockerRuntime, specs: list[RunSpec]) -> list[RunResult]:
+        """Each of ``specs`` run on this path: all at once cold, one hit after another pooled."""
+        if not self.pooled:
+            return list(await asyncio.gather(*(self.run(runtime, spec) for spec in specs)))
+        return [await self.run(runtime, spec) for spec in specs]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, make_runtime: Callable[..., DockerRuntime]) -> OnPath:
+    """The test once per path an activation takes (``cold``, ``pool``)."""
+    return OnPath(request.param, make_runtime)
 
 
 SpecFactory = Callable[..., RunSpec]
