@@ -1,5 +1,10 @@
 """``DockerRuntime`` against the real engine: results, limits, hardening, images, cleanup.
 
+What a function sees and how its run ends is checked on both paths (``path``): a cold container,
+and a container of the prewarm pool parked before the call (``PooledRuntime``). The engine's own
+mechanics (pulls, the cold container's options, the reaper) are checked once, with pooled
+variants where parked or taken containers differ.
+
 The busybox image's ENTRYPOINT is ``sh -c``: the argument is a shell script. The argv-echo image
 (Python) writes its argument back byte for byte. Pulls only ever name loopback registries.
 """
@@ -11,23 +16,29 @@ import contextlib
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from faas_common.contract import MANAGED_LABEL
+from spawner_service.runtime.base import RunSpec
 from spawner_service.runtime.docker import (
     DEADLINE_LABEL,
     EXECUTION_LABEL,
+    INSTANCE_LABEL,
     MANAGED_VALUE,
+    POOL_LABEL,
     DockerRuntime,
+    pooled_name,
 )
-from tests.integration.spawner.conftest import SpecFactory, containers_of
+from spawner_service.runtime.prewarm import SHIM_TARGET, PooledRuntime
+from tests.integration.spawner.conftest import OnPath, SpecFactory, containers_of
 
 pytestmark = pytest.mark.docker
 
 MISSING_IMAGE = "127.0.0.1:1/missing:1"
-PHASES = {"pull", "create", "start", "run", "remove"}
+PHASES = {"cold": {"pull", "create", "start", "run", "remove"}, "pool": {"pool", "run"}}
 
 RuntimeFactory = Callable[..., DockerRuntime]
 
@@ -50,13 +61,13 @@ async def _wait_for_container(client: Any, prefix: str, within: float = 10.0) ->
 # --- results ----------------------------------------------------------------------------------
 
 
-async def test_echo(runtime: DockerRuntime, spec: SpecFactory) -> None:
-    result = await runtime.run(spec('echo "hello $NAME"', env={"NAME": "world"}))
+async def test_echo(path: OnPath, spec: SpecFactory) -> None:
+    result = await path.run(path.runtime(), spec('echo "hello $NAME"', env={"NAME": "world"}))
     assert result.outcome == "succeeded"
     assert result.exit_code == 0
     assert result.stdout == b"hello world\n"
     assert result.stderr_tail == b""
-    assert set(result.timings) == PHASES
+    assert set(result.timings) == PHASES[path.name]
     assert all(value >= 0 for value in result.timings.values())
 
 
@@ -70,27 +81,27 @@ ARGUMENTS = {
     "empty": "",
     "option-like": "--help",
     "100KB": "0123456789abcdé\n" * 6_000,
+    "largest": "é\n" * 43_690 + "x",  # 131 071 bytes: the kernel's bound for one argv element
 }
 
 
 async def test_the_argument_arrives_byte_for_byte(
-    make_runtime: RuntimeFactory, spec: SpecFactory, argv_echo_image: str
+    path: OnPath, spec: SpecFactory, argv_echo_image: str
 ) -> None:
-    runtime = make_runtime(max_containers=4)
+    runtime = path.runtime(max_containers=4)
     names = list(ARGUMENTS)
-    results = await asyncio.gather(
-        *(runtime.run(spec(ARGUMENTS[name], image=argv_echo_image)) for name in names)
+    results = await path.run_all(
+        runtime, [spec(ARGUMENTS[name], image=argv_echo_image) for name in names]
     )
     for name, result in zip(names, results, strict=True):
         assert result.outcome == "succeeded", (name, result)
         assert result.stdout == ARGUMENTS[name].encode(), name
     assert len(ARGUMENTS["100KB"].encode()) == 102_000
+    assert len(ARGUMENTS["largest"].encode()) == 131_071
 
 
-async def test_non_zero_exit_is_a_function_failure(
-    runtime: DockerRuntime, spec: SpecFactory
-) -> None:
-    result = await runtime.run(spec("echo partial; echo oops >&2; exit 3"))
+async def test_non_zero_exit_is_a_function_failure(path: OnPath, spec: SpecFactory) -> None:
+    result = await path.run(path.runtime(), spec("echo partial; echo oops >&2; exit 3"))
     assert result.outcome == "function_failed"
     assert result.exit_code == 3
     assert b"oops" in result.stderr_tail
@@ -99,10 +110,10 @@ async def test_non_zero_exit_is_a_function_failure(
 
 
 async def test_an_image_without_entrypoint_fails_to_run_the_argument(
-    runtime: DockerRuntime, spec: SpecFactory, python_base: str
+    path: OnPath, spec: SpecFactory, python_base: str
 ) -> None:
     # `docker run python:3.11-slim 'print(1)'` tries to execute a program named `print(1)`.
-    result = await runtime.run(spec("print(1)", image=python_base))
+    result = await path.run(path.runtime(), spec("print(1)", image=python_base))
     assert result.outcome == "function_failed"
     assert result.exit_code == 127
     assert result.detail == "exited with status 127"
@@ -111,9 +122,9 @@ async def test_an_image_without_entrypoint_fails_to_run_the_argument(
 # --- limits -----------------------------------------------------------------------------------
 
 
-async def test_timeout_kills_the_function(runtime: DockerRuntime, spec: SpecFactory) -> None:
+async def test_timeout_kills_the_function(path: OnPath, spec: SpecFactory) -> None:
     started = time.monotonic()
-    result = await runtime.run(spec("echo started >&2; sleep 30", timeout_seconds=2))
+    result = await path.run(path.runtime(), spec("echo started >&2; sleep 30", timeout_seconds=2))
     elapsed = time.monotonic() - started
     assert result.outcome == "timed_out"
     assert 2 <= elapsed < 8
@@ -125,13 +136,13 @@ async def test_timeout_kills_the_function(runtime: DockerRuntime, spec: SpecFact
 
 
 async def test_endless_output_is_too_large_fast_and_memory_stays_bounded(
-    make_runtime: RuntimeFactory, spec: SpecFactory
+    path: OnPath, spec: SpecFactory
 ) -> None:
-    runtime = make_runtime(output_limit_bytes=524_288)
+    runtime = path.runtime(output_limit_bytes=524_288)
     tracemalloc.start()
     try:
         started = time.monotonic()
-        result = await runtime.run(spec("yes", timeout_seconds=60))
+        result = await path.run(runtime, spec("yes", timeout_seconds=60))
         elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -143,13 +154,12 @@ async def test_endless_output_is_too_large_fast_and_memory_stays_bounded(
 
 
 async def test_output_at_the_cap_passes_and_one_byte_more_does_not(
-    make_runtime: RuntimeFactory, spec: SpecFactory
+    path: OnPath, spec: SpecFactory
 ) -> None:
-    runtime = make_runtime(output_limit_bytes=200_000)
-    exact, over, finite = await asyncio.gather(
-        runtime.run(spec("head -c 200000 /dev/zero")),
-        runtime.run(spec("head -c 200001 /dev/zero")),
-        runtime.run(spec("head -c 5000000 /dev/zero")),
+    runtime = path.runtime(output_limit_bytes=200_000)
+    sizes = (200_000, 200_001, 5_000_000)
+    exact, over, finite = await path.run_all(
+        runtime, [spec(f"head -c {size} /dev/zero") for size in sizes]
     )
     assert exact.outcome == "succeeded"
     assert exact.stdout == b"\0" * 200_000
@@ -157,19 +167,21 @@ async def test_output_at_the_cap_passes_and_one_byte_more_does_not(
     assert finite.outcome == "output_too_large"
 
 
-async def test_stderr_keeps_only_its_tail(make_runtime: RuntimeFactory, spec: SpecFactory) -> None:
-    runtime = make_runtime(log_tail_bytes=1024)
-    result = await runtime.run(spec("head -c 3000000 /dev/zero >&2; echo THE-END >&2; echo ok"))
+async def test_stderr_keeps_only_its_tail(path: OnPath, spec: SpecFactory) -> None:
+    runtime = path.runtime(log_tail_bytes=1024)
+    script = "head -c 3000000 /dev/zero >&2; echo THE-END >&2; echo ok"
+    result = await path.run(runtime, spec(script))
     assert result.outcome == "succeeded"
     assert result.stdout == b"ok\n"
     assert len(result.stderr_tail) == 1024
     assert result.stderr_tail.endswith(b"\0THE-END\n")
 
 
-async def test_a_memory_hog_is_killed(runtime: DockerRuntime, spec: SpecFactory) -> None:
+async def test_a_memory_hog_is_killed(path: OnPath, spec: SpecFactory) -> None:
     started = time.monotonic()
-    result = await runtime.run(
-        spec('x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}', memory_mb=32)
+    result = await path.run(
+        path.runtime(),
+        spec('x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}', memory_mb=32),
     )
     assert time.monotonic() - started < 15
     assert result.outcome == "function_failed"
@@ -177,14 +189,16 @@ async def test_a_memory_hog_is_killed(runtime: DockerRuntime, spec: SpecFactory)
     assert result.detail == "killed: out of memory (limit 32 MiB)"
 
 
-async def test_a_fork_bomb_is_contained(runtime: DockerRuntime, spec: SpecFactory) -> None:
+async def test_a_fork_bomb_is_contained(path: OnPath, spec: SpecFactory) -> None:
+    runtime = path.runtime()
     started = time.monotonic()
-    result = await runtime.run(spec("bomb() { bomb | bomb & }; bomb; sleep 10", timeout_seconds=4))
+    bomb = spec("bomb() { bomb | bomb & }; bomb; sleep 10", timeout_seconds=4)
+    result = await path.run(runtime, bomb)
     assert time.monotonic() - started < 12
     assert result.outcome in {"timed_out", "function_failed"}
     assert b"can't fork" in result.stderr_tail
     # The engine and this host are fine afterwards.
-    after = await runtime.run(spec("echo still here"))
+    after = await path.run(runtime, spec("echo still here"))
     assert after.outcome == "succeeded"
     assert after.stdout == b"still here\n"
 
@@ -192,38 +206,37 @@ async def test_a_fork_bomb_is_contained(runtime: DockerRuntime, spec: SpecFactor
 # --- hardening --------------------------------------------------------------------------------
 
 
-async def test_no_network(runtime: DockerRuntime, spec: SpecFactory) -> None:
+async def test_no_network(path: OnPath, spec: SpecFactory) -> None:
     # No interface but loopback: the connect fails in the container's kernel, no packet leaves.
-    result = await runtime.run(
-        spec("cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '; nc -w 2 1.1.1.1 80 </dev/null")
-    )
+    script = "cut -d: -f1 /proc/net/dev | tail -n +3 | tr -d ' '; nc -w 2 1.1.1.1 80 </dev/null"
+    result = await path.run(path.runtime(), spec(script))
     assert result.outcome == "function_failed"
     assert result.stdout == b"lo\n"
     assert b"Network is unreachable" in result.stderr_tail
 
 
 async def test_root_is_read_only_and_tmp_is_a_small_noexec_tmpfs(
-    make_runtime: RuntimeFactory, spec: SpecFactory
+    path: OnPath, spec: SpecFactory
 ) -> None:
-    runtime = make_runtime(tmpfs_mb=8)
+    runtime = path.runtime(tmpfs_mb=8)
     script = (
         "touch /written 2>&1 || echo root-read-only; "
         "echo data > /tmp/file && cat /tmp/file; "
         "cp /bin/busybox /tmp/bb && (/tmp/bb true 2>/dev/null || echo tmp-noexec); "
         "head -c 20000000 /dev/zero > /tmp/big 2>/dev/null || echo tmp-full"
     )
-    result = await runtime.run(spec(script))
+    result = await path.run(runtime, spec(script))
     lines = result.stdout.decode().splitlines()
     assert lines[0].endswith("Read-only file system")
     assert lines[1:] == ["root-read-only", "data", "tmp-noexec", "tmp-full"]
 
 
-async def test_unprivileged_without_capabilities(runtime: DockerRuntime, spec: SpecFactory) -> None:
+async def test_unprivileged_without_capabilities(path: OnPath, spec: SpecFactory) -> None:
     script = (
         "id -u; id -g; grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status; "
         "cat /proc/1/comm"
     )
-    result = await runtime.run(spec(script))
+    result = await path.run(path.runtime(), spec(script))
     assert result.outcome == "succeeded"
     lines = result.stdout.decode().split("\n")
     assert lines[:2] == ["65534", "65534"]
@@ -269,6 +282,65 @@ async def test_container_configuration(
     assert labels[MANAGED_LABEL] == MANAGED_VALUE
     assert labels[EXECUTION_LABEL] == job.execution_id
     assert float(labels[DEADLINE_LABEL]) >= job.deadline
+
+
+def _parked(client: Any, runtime: DockerRuntime) -> list[dict[str, Any]]:
+    """The containers ``runtime`` has parked, as the engine lists them."""
+    found: list[dict[str, Any]] = client.api.containers(
+        all=True,
+        filters={
+            "label": [f"{POOL_LABEL}=parked", f"{INSTANCE_LABEL}={runtime.settings.instance_id}"]
+        },
+    )
+    return found
+
+
+def _create_cold(client: Any, runtime: DockerRuntime, job: RunSpec) -> str:
+    """A cold container of ``job`` created (not started) with the runtime's options."""
+    container_id: str = client.containers.create(**runtime._create_kwargs(job, job.deadline)).id
+    return container_id
+
+
+async def test_a_parked_container_is_hardened_like_a_cold_one(
+    make_runtime: RuntimeFactory, spec: SpecFactory, docker_client: Any, shim_binary: Path
+) -> None:
+    runtime = make_runtime(pool=True)
+    assert isinstance(runtime, PooledRuntime)
+    job = spec("echo unused", memory_mb=96, env={"GREETING": "hi"})
+    assert await runtime.prewarm.warm(job)
+    [parked] = await asyncio.to_thread(_parked, docker_client, runtime)
+    cold_id = await asyncio.to_thread(_create_cold, docker_client, runtime, job)
+    try:
+        warm = await asyncio.to_thread(docker_client.api.inspect_container, parked["Id"])
+        cold = await asyncio.to_thread(docker_client.api.inspect_container, cold_id)
+    finally:
+        await asyncio.to_thread(docker_client.api.remove_container, cold_id, force=True)
+
+    assert warm["State"]["Running"] is True  # the shim waits for its frame
+    assert warm["Image"] == cold["Image"]
+    host, cold_host = warm["HostConfig"], cold["HostConfig"]
+    assert {k for k in host.keys() | cold_host.keys() if host.get(k) != cold_host.get(k)} == {
+        "PidsLimit",
+        "Mounts",
+    }
+    assert host["PidsLimit"] == cold_host["PidsLimit"] + 1  # the shim's own
+    assert host["Mounts"] == [
+        {"Type": "bind", "Source": str(shim_binary), "Target": SHIM_TARGET, "ReadOnly": True}
+    ]
+    config, cold_config = warm["Config"], cold["Config"]
+    assert config["Entrypoint"] == [SHIM_TARGET]
+    assert not config["Cmd"]
+    assert config["OpenStdin"] is True
+    assert cold_config["OpenStdin"] is False
+    assert config["Env"] == cold_config["Env"]
+    assert "GREETING=hi" in config["Env"]
+    assert config["User"] == cold_config["User"] == "65534:65534"
+    labels = dict(config["Labels"])
+    assert labels.pop(POOL_LABEL) == "parked"
+    assert float(labels.pop(DEADLINE_LABEL)) > time.time()
+    cold_labels = dict(cold_config["Labels"])
+    del cold_labels[EXECUTION_LABEL], cold_labels[DEADLINE_LABEL]
+    assert labels == cold_labels
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -331,15 +403,28 @@ async def test_concurrent_waiters_share_one_pull(runtime: DockerRuntime, spec: S
 # --- cleanup ----------------------------------------------------------------------------------
 
 
+async def _no_container(client: Any, prefix: str, within: float = 10.0) -> bool:
+    """Whether no container of ``prefix`` is left within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while await asyncio.to_thread(containers_of, client, prefix):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def test_a_cancelled_run_removes_its_container(
-    runtime: DockerRuntime, spec: SpecFactory, docker_client: Any, prefix: str
+    path: OnPath, spec: SpecFactory, docker_client: Any, prefix: str
 ) -> None:
-    running = asyncio.create_task(runtime.run(spec("sleep 30", timeout_seconds=60)))
-    await _wait_for_container(docker_client, prefix)
+    runtime = path.runtime()
+    running = asyncio.create_task(path.run(runtime, spec("sleep 30", timeout_seconds=60)))
+    await _wait_for_container(docker_client, prefix, within=70)
     await asyncio.sleep(0.5)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await running
+    if path.pooled:  # a taken container is removed off the request path, even then
+        assert await _no_container(docker_client, prefix)
     assert await asyncio.to_thread(containers_of, docker_client, prefix) == []
 
 
@@ -387,6 +472,47 @@ async def test_remove_stale_takes_only_long_dead_containers(
         for container in (stale, in_grace, live, unlabelled):
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(container.remove, force=True)
+
+
+def _create_pooled(client: Any, image: str, name: str, parked_until: float) -> str:
+    """A container labelled as parked until ``parked_until``, named ``name``."""
+    labels = {MANAGED_LABEL: MANAGED_VALUE, POOL_LABEL: "parked"}
+    labels[DEADLINE_LABEL] = str(int(parked_until))
+    container_id: str = client.containers.create(
+        image, command=["sleep 60"], network_mode="none", labels=labels, name=name
+    ).id
+    return container_id
+
+
+async def test_remove_stale_judges_parked_containers_by_label_and_taken_ones_by_name(
+    make_runtime: RuntimeFactory, busybox: str, docker_client: Any, prefix: str
+) -> None:
+    runtime = make_runtime(stale_after_seconds=60)
+    now, tag = time.time(), prefix.rstrip("-")
+    made = {
+        "parked-stale": (f"faas-pool-{tag}-a", now - 3600),
+        "parked-live": (f"faas-pool-{tag}-b", now + 600),
+        # Taken: the deadline in the name is the call's, the label still says the park's.
+        "taken-stale": (pooled_name(f"{prefix}taken-stale", now - 3600), now + 600),
+        "taken-live": (pooled_name(f"{prefix}taken-live", now + 600), now - 3600),
+    }
+    ids = {
+        key: await asyncio.to_thread(_create_pooled, docker_client, busybox, name, until)
+        for key, (name, until) in made.items()
+    }
+    try:
+        assert await runtime.remove_stale(time.time()) >= 2
+        listed = await asyncio.to_thread(docker_client.api.containers, all=True)
+        left = {
+            key for key, container_id in ids.items() if container_id in {c["Id"] for c in listed}
+        }
+        assert left == {"parked-live", "taken-live"}
+    finally:
+        for container_id in ids.values():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    docker_client.api.remove_container, container_id, force=True
+                )
 
 
 async def test_ping(runtime: DockerRuntime) -> None:

@@ -1,6 +1,7 @@
 """The sandbox's storage against the real engine: an image's ``VOLUME`` becomes a tmpfs out of the
 scratch budget, never host storage; ``/dev/shm`` is capped; every removal takes the anonymous
-volumes of a container along (runs, the stale-container sweep, adoption).
+volumes of a container along (runs, the stale-container sweep, adoption). What a function sees
+is checked on both paths (``path``): a cold container and a parked one of the prewarm pool.
 
 The volume image is ``FROM scratch`` with the static busybox and ``VOLUME /data``.
 """
@@ -24,7 +25,7 @@ from spawner_service.runtime.docker import (
     MANAGED_VALUE,
     DockerRuntime,
 )
-from tests.integration.spawner.conftest import SpecFactory, containers_of
+from tests.integration.spawner.conftest import OnPath, SpecFactory, containers_of
 from tests.support.images import BUSYBOX, build, image_exists
 
 pytestmark = pytest.mark.docker
@@ -80,18 +81,18 @@ def write(path: str, kib: int) -> str:
 
 
 async def test_a_declared_volume_is_a_capped_tmpfs_and_no_host_volume(
-    make_runtime: RuntimeFactory,
+    path: OnPath,
     spec: SpecFactory,
     volume_image: str,
     docker_client: Any,
     prefix: str,
 ) -> None:
     # An 8 MiB budget: /tmp and /data get 4 MiB each.
-    runtime = make_runtime(tmpfs_mb=8)
+    runtime = path.runtime(tmpfs_mb=8)
     before = await asyncio.to_thread(volume_names, docker_client)
     script = f"{write('/data/big', 6000)}; {write('/tmp/small', 3000)}; sleep 1; ls -ln /data/big"
-    running = asyncio.create_task(runtime.run(spec(script, image=volume_image)))
-    container = await _running_container(docker_client, prefix)
+    running = asyncio.create_task(path.run(runtime, spec(script, image=volume_image)))
+    container = await _running_container(docker_client, prefix, within=70)
     mounted = await asyncio.to_thread(volumes_of, docker_client, container["Id"])
     host = (await asyncio.to_thread(docker_client.api.inspect_container, container["Id"]))[
         "HostConfig"
@@ -110,17 +111,16 @@ async def test_a_declared_volume_is_a_capped_tmpfs_and_no_host_volume(
     assert await asyncio.to_thread(volume_names, docker_client) == before
 
 
-async def test_dev_shm_is_capped(make_runtime: RuntimeFactory, spec: SpecFactory) -> None:
-    runtime = make_runtime(shm_bytes=2 * 1_048_576)
-    result = await runtime.run(spec(f"{write('/dev/shm/a', 1024)}; {write('/dev/shm/b', 2048)}"))
+async def test_dev_shm_is_capped(path: OnPath, spec: SpecFactory) -> None:
+    runtime = path.runtime(shm_bytes=2 * 1_048_576)
+    script = f"{write('/dev/shm/a', 1024)}; {write('/dev/shm/b', 2048)}"
+    result = await path.run(runtime, spec(script))
     assert result.outcome == "succeeded", result
     assert result.stdout.decode().splitlines() == ["written", NO_SPACE]
 
 
-async def test_the_default_dev_shm_is_16_mib(
-    make_runtime: RuntimeFactory, spec: SpecFactory
-) -> None:
-    result = await make_runtime().run(spec("df -k /dev/shm | tail -n 1"))
+async def test_the_default_dev_shm_is_16_mib(path: OnPath, spec: SpecFactory) -> None:
+    result = await path.run(path.runtime(), spec("df -k /dev/shm | tail -n 1"))
     assert result.outcome == "succeeded", result
     assert result.stdout.split()[1] == b"16384"
 
