@@ -1,0 +1,257 @@
+"""The prewarm pool against the real engine: one call per container, bursts beyond what is
+parked, drains on function changes (also through the ``functions`` bucket's watch), adoption of
+a taken container whose spawner died, and nothing left behind by ``close``.
+
+The busybox image's ENTRYPOINT is ``sh -c``: the argument is a shell script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.kv import KeyValue
+
+from faas_common.contract import function_key
+from faas_common.nats import ensure_kv
+from spawner_service.app import make_runtime as app_runtime
+from spawner_service.config import SpawnerSettings
+from spawner_service.drain import FunctionChanges
+from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach
+from spawner_service.runtime.pool import Shape
+from spawner_service.runtime.prewarm import HandOff, PooledRuntime
+from tests.integration.spawner.conftest import (
+    OnPath,
+    SpecFactory,
+    containers_of,
+    containers_of_instance,
+)
+
+RuntimeFactory = Callable[..., DockerRuntime]
+FRESH = "[ -e /tmp/marker ] && echo reused || echo fresh; touch /tmp/marker; hostname"
+
+
+@pytest.fixture
+def pooled(make_runtime: RuntimeFactory) -> Callable[..., PooledRuntime]:
+    """``pooled(**settings)``: a ``PooledRuntime`` on the session's shim."""
+
+    def factory(**overrides: Any) -> PooledRuntime:
+        runtime = make_runtime(pool=True, **overrides)
+        assert isinstance(runtime, PooledRuntime)
+        return runtime
+
+    return factory
+
+
+def parked_ids(client: Any, runtime: DockerRuntime) -> set[str]:
+    """The ids of the containers the engine lists as parked by ``runtime``."""
+    found = containers_of_instance(client, runtime.settings.instance_id)
+    return {c["Id"] for c in found if (c.get("Labels") or {}).get(POOL_LABEL) == "parked"}
+
+
+async def eventually(check: Callable[[], bool], within: float = 20.0) -> bool:
+    """Whether ``check()`` holds within ``within`` seconds (polled)."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+async def engine_lists_none(client: Any, ids: set[str], within: float = 20.0) -> bool:
+    """Whether the engine lists none of the containers ``ids`` within ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        listed = {c["Id"] for c in await asyncio.to_thread(client.api.containers, all=True)}
+        if not listed & ids:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+
+
+# --- one call per container -------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_pooled_container_serves_one_call_only(
+    make_runtime: RuntimeFactory, spec: SpecFactory, docker_client: Any
+) -> None:
+    path = OnPath("pool", make_runtime)
+    runtime = path.runtime()
+    first = await path.run(runtime, spec(FRESH))
+    second = await path.run(runtime, spec(FRESH))
+    (seen, host), (seen_again, other_host) = first.stdout.split(), second.stdout.split()
+    assert (seen, seen_again) == (b"fresh", b"fresh")
+    assert host != other_host
+    # The container of a hit is removed after it (its hostname is its id's beginning).
+    gone = {c["Id"] for c in await asyncio.to_thread(docker_client.api.containers, all=True)}
+    used = {i for i in gone if i.startswith(host.decode())}
+    assert await engine_lists_none(docker_client, used)
+
+
+@pytest.mark.docker
+async def test_a_burst_beyond_the_parked_containers_runs_the_rest_cold(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    runtime = pooled(max_containers=8, pool_max_per_function=3)
+    shape = Shape.of(spec("echo"))
+    # Three calls at once, none parked yet: the shape's peak is 3, so three get parked.
+    warmup = await asyncio.gather(*(runtime.run(spec(f"echo {i}")) for i in range(3)))
+    assert ["pool" in r.timings for r in warmup] == [False] * 3
+    assert await eventually(lambda: runtime.prewarm.pool.parked_of(shape) == 3)
+    hits_before = runtime.prewarm.hits
+
+    calls = [spec(f"echo call-{i}; sleep 0.5") for i in range(8)]
+    results = await asyncio.gather(*(runtime.run(call) for call in calls))
+    for i, result in enumerate(results):
+        assert result.outcome == "succeeded", result
+        assert result.stdout == f"call-{i}\n".encode()
+    hits = [r for r in results if "pool" in r.timings]
+    assert len(hits) == runtime.prewarm.hits - hits_before == 3
+    misses = [r for r in results if "pool" not in r.timings]
+    assert all({"create", "start"} <= r.timings.keys() for r in misses)
+    await runtime.close()
+    assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
+
+
+# --- drains -----------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_drain_removes_the_parked_containers_of_the_function(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    runtime = pooled()
+    key = function_key("alice", "hello")
+    job = spec("echo hi", function=key)
+    assert await runtime.prewarm.warm(job)
+    runtime.drain(function_key("bob", "other"))  # another function: nothing of alice's goes
+    parked = parked_ids(docker_client, runtime)
+    assert len(parked) == 1
+
+    runtime.drain(key)
+    assert runtime.prewarm.pool.parked_of(Shape.of(job)) == 0
+    after = await runtime.run(spec("echo hi", function=key))
+    assert after.stdout == b"hi\n"
+    assert "pool" not in after.timings
+    assert await engine_lists_none(docker_client, parked)
+
+
+@pytest.fixture
+async def functions_kv(nc: NATS) -> AsyncIterator[KeyValue]:
+    """A functions bucket of this test's own."""
+    js = nc.jetstream()
+    bucket = f"functions_test_{uuid.uuid4().hex[:12]}"
+    kv = await ensure_kv(js, bucket, ttl=timedelta(minutes=10))
+    try:
+        yield kv
+    finally:
+        await js.delete_key_value(bucket)
+
+
+@pytest.mark.docker
+async def test_a_new_value_in_the_functions_bucket_drains_the_function(
+    pooled: Callable[..., PooledRuntime],
+    spec: SpecFactory,
+    docker_client: Any,
+    functions_kv: KeyValue,
+) -> None:
+    runtime = pooled()
+    key = function_key("alice", "hello")
+    await functions_kv.put(key, b'{"version": 1}')
+    changes = FunctionChanges(functions_kv, runtime.drain)
+    await changes.start()
+    try:
+        job = spec("echo hi", function=key)
+        assert await runtime.prewarm.warm(job)
+        parked = parked_ids(docker_client, runtime)
+        assert len(parked) == 1
+        await functions_kv.put(key, b'{"version": 2}')
+        assert await eventually(lambda: runtime.prewarm.pool.parked_of(Shape.of(job)) == 0)
+        after = await runtime.run(spec("echo hi", function=key))
+        assert "pool" not in after.timings
+        assert await engine_lists_none(docker_client, parked)
+    finally:
+        await changes.stop()
+
+
+# --- adoption ---------------------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_taken_container_of_a_dead_spawner_is_adopted(
+    pooled: Callable[..., PooledRuntime],
+    make_runtime: RuntimeFactory,
+    spec: SpecFactory,
+    docker_client: Any,
+) -> None:
+    dead = pooled()
+    job = spec("sleep 2; echo done; echo to-stderr >&2; exit 3", timeout_seconds=30)
+    assert await dead.prewarm.warm(job)
+    parked = dead.prewarm.pool.take(Shape.of(job), job.function)
+    assert parked is not None
+    handoff = HandOff(dead, await dead._connected(), job, parked)
+    call = asyncio.create_task(handoff.execute())
+    assert await eventually(lambda: "pool" in handoff.timings)  # renamed, frame written
+    # The spawner dies: its call stops, its connection goes, nothing removes the container.
+    call.cancel()
+    await asyncio.gather(call, return_exceptions=True)
+    _close_attach(parked.sock)
+    [taken] = await asyncio.to_thread(containers_of, docker_client, job.execution_id)
+    assert taken["State"] == "running"
+
+    result = await make_runtime().adopt(job)
+    assert result is not None
+    assert result.outcome == "function_failed", result
+    assert result.exit_code == 3  # the function's status, from the shim's records
+    assert result.stdout == b"done\n"
+    assert result.stderr_tail == b"to-stderr\n"
+    assert result.started is True
+    assert await asyncio.to_thread(containers_of, docker_client, job.execution_id) == []
+
+
+# --- closing and settings ---------------------------------------------------------------------
+
+
+@pytest.mark.docker
+async def test_close_leaves_no_parked_or_used_container(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    runtime = pooled()
+    path = OnPath("pool", lambda **_: runtime)
+    other = spec("echo other", memory_mb=32)
+    assert await runtime.prewarm.warm(other)
+    result = await path.run(runtime, spec("echo hit"))
+    assert result.stdout == b"hit\n"
+    assert containers_of_instance(docker_client, runtime.settings.instance_id)
+    await runtime.close()
+    assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
+
+
+async def test_no_parked_containers_means_the_cold_runtime(
+    monkeypatch: pytest.MonkeyPatch, shim_binary: Path
+) -> None:
+    monkeypatch.setenv("SPAWNER_POOL_SHIM", str(shim_binary))
+    pooled = app_runtime(SpawnerSettings())
+    monkeypatch.setenv("SPAWNER_POOL_MAX_PARKED", "0")
+    cold = app_runtime(SpawnerSettings())
+    try:
+        assert isinstance(pooled, PooledRuntime)
+        assert type(cold) is DockerRuntime
+    finally:
+        await pooled.close()
+        await cold.close()
+
+
+def test_a_missing_shim_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="SPAWNER_POOL_MAX_PARKED=0"):
+        PooledRuntime(SpawnerSettings(pool_shim=str(tmp_path / "no-shim")))
