@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faas_common.contract import is_request_id, new_request_id
 from faas_common.errors import BadRequest, ServiceError, error_body, install_error_handlers
-from faas_common.http_metrics import HttpMetrics
+from faas_common.http_metrics import HttpMetrics, RouteCapture
 from faas_common.logging import configure_logging, request_id_var
 from faas_common.metrics import serving_metrics
 from faas_common.openapi import EVERY_ROUTE
@@ -252,6 +252,7 @@ def create_service_app(
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    app.add_middleware(RouteCapture)  # innermost: tells HttpMetrics the route chosen
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(HttpMetrics, service=title)  # outermost: counts what Platform refuses
     return app
