@@ -13,10 +13,13 @@ PT_INTERP = 3
 PT_DYNAMIC = 2
 
 
-def build_shim(out: Path) -> Path:
-    """Compile the shim for this machine into ``out``; the binary's path."""
+def build_shim(out: Path | None = None) -> Path:
+    """The shim for this machine, compiled into ``out``; without ``out``, where the spawner and
+    the local stack look for it (``spawner-service/shim/build/``), built only when it is missing
+    or older than its source. The binary's path."""
+    options = ["--out", str(out)] if out is not None else ["--if-stale"]
     result = subprocess.run(
-        [sys.executable, str(BUILD_SCRIPT), "--out", str(out)],
+        [sys.executable, str(BUILD_SCRIPT), *options],
         capture_output=True,
         text=True,
         timeout=600,

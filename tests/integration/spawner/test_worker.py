@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import docker
 import nats.errors
 import nats.js.errors
 import pytest
@@ -38,8 +39,9 @@ from faas_common.contract import (
 )
 from faas_common.executions import ExecutionStore
 from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
+from spawner_service.runtime.prewarm import PooledRuntime
 from spawner_service.worker import Worker
-from tests.integration.spawner.conftest import containers_of
+from tests.integration.spawner.conftest import containers_of, containers_of_instance
 from tests.integration.spawner.jobs import (
     USER,
     Replies,
@@ -56,15 +58,24 @@ StartWorker = Callable[..., Awaitable[tuple[Worker, "asyncio.Task[None]"]]]
 
 
 @pytest.fixture
-async def start_worker(nc: NATS, store: ExecutionStore, prefix: str) -> AsyncIterator[StartWorker]:
-    """Starts workers; stops them (held jobs finished) before ``prefix`` checks for leftovers."""
+async def start_worker(
+    request: pytest.FixtureRequest, nc: NATS, store: ExecutionStore, prefix: str
+) -> AsyncIterator[StartWorker]:
+    """Starts workers, with the prewarm pool as a spawner has it by default (on the session's
+    shim; ``pool_max_parked=0``: without); stops them (held jobs finished) before ``prefix``
+    checks for leftovers, then none of their containers may remain."""
     started: list[tuple[Worker, asyncio.Task[None], DockerRuntime]] = []
 
     async def start(
         *, docker_url: str | None = None, **overrides: Any
     ) -> tuple[Worker, asyncio.Task[None]]:
-        settings = make_settings(**overrides)
-        runtime = DockerRuntime(settings, base_url=docker_url)
+        values = {"instance_id": f"{prefix}worker{len(started)}"} | overrides
+        settings = make_settings(**values)
+        if settings.pool:
+            shim = str(request.getfixturevalue("shim_binary"))
+            settings = make_settings(**({"pool_shim": shim} | values))
+        runtime_type = PooledRuntime if settings.pool else DockerRuntime
+        runtime = runtime_type(settings, base_url=docker_url)
         worker = Worker(settings, nc=nc, runtime=runtime, store=store)
         await worker.setup()
         task = asyncio.create_task(worker.run())
@@ -77,6 +88,14 @@ async def start_worker(nc: NATS, store: ExecutionStore, prefix: str) -> AsyncIte
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 60)
         await runtime.close()
+    if request.node.get_closest_marker("docker") is not None:
+        client = docker.DockerClient()
+        try:
+            ids = [runtime.settings.instance_id for _, _, runtime in started]
+            left = [c for i in ids for c in containers_of_instance(client, i)]
+        finally:
+            client.close()
+        assert left == [], f"containers left after close: {[c['Names'] for c in left]}"
 
 
 def most_at_once(records: list[ExecutionRecord]) -> int:
@@ -213,6 +232,24 @@ async def test_a_job_runs_and_its_record_and_reply_follow(
 
 
 @pytest.mark.docker
+async def test_the_next_call_of_a_function_takes_a_parked_container(spawning: Spawning) -> None:
+    w = spawning
+    worker, _ = await w.start_worker()
+    runtime = worker.runtime
+    assert isinstance(runtime, PooledRuntime)
+    first = await w.run("echo first")
+    assert set(first.timings) == {"queue", "pull", "create", "start", "run", "remove"}
+
+    async def parked() -> bool:
+        return any(True for _ in runtime.prewarm.pool)
+
+    await eventually(parked)
+    second = await w.run("echo second")
+    assert (second.status, second.result) == ("succeeded", "second")
+    assert set(second.timings) == {"queue", "pool", "run"}
+
+
+@pytest.mark.docker
 async def test_a_failing_function_is_reported_as_failed(spawning: Spawning) -> None:
     await spawning.start_worker()
     reply = await spawning.run("echo half; echo broken >&2; exit 4")
@@ -269,7 +306,9 @@ async def test_never_more_jobs_than_container_slots(spawning: Spawning, docker_c
     waiting = asyncio.create_task(w.replies.wait(*(job.execution_id for job in jobs), within=60))
     while not waiting.done():
         containers = await asyncio.to_thread(containers_of, docker_client, w.prefix)
-        most_containers = max(most_containers, len(containers))
+        # A pooled container that served its call has exited; it is removed after the call.
+        alive = [c for c in containers if c["State"] != "exited"]
+        most_containers = max(most_containers, len(alive))
         await asyncio.sleep(0.05)
     results = await waiting
     assert [r.result for r in results] == ["0", "1", "2", "3", "4"]
