@@ -140,6 +140,7 @@ def _no_registry_host_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def shim_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The spawner's static shim, compiled once per session for this machine."""
-    return build_shim(tmp_path_factory.mktemp("shim"))
+def shim_binary() -> Path:
+    """The spawner's static shim for this machine, where the spawner and the local stack look for
+    it by default (``spawner-service/shim/build/``); built unless it is newer than its source."""
+    return build_shim()
