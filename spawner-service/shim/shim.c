@@ -26,11 +26,13 @@
  *   'X' status u32            the function ended: its exit status, or 128 + the signal that
  *                             killed it; the last record
  *   'E' status u32            the function could not be executed (126: found but cannot be
- *                             executed, 127: not found); the last record
+ *                             executed, 127: not found; a message on stderr says why); the
+ *                             last record
  *
  * The end record comes as soon as the function's process ends, once the output it left in the
- * pipe is relayed; what processes it left behind write later is not (the container ends with the
- * shim, as it ends with the function's process under `docker run`). The shim then exits 0.
+ * pipe is relayed; what processes it left behind write later is not, even while they keep
+ * writing (the container ends with the shim, as it ends with the function's process under
+ * `docker run`). The shim then exits 0.
  *
  * Exit statuses of the shim itself, with a message on stderr and no record (nothing ran):
  *   120  truncated frame (end of stdin or a read error before the frame is complete)
@@ -49,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,21 +235,28 @@ static char **merge_env(char **frame)
 	return env;
 }
 
-/* The child: stdin on /dev/null, stdout the relay's pipe; reports a failed exec on `failed`. */
+/* The child could not run the function: say why (`status`) on `failed`, and exit. */
+static void child_failed(int failed, unsigned char status, const char *what, int error)
+{
+	dprintf(2, "faas-shim: %s: %s\n", what, strerror(error));
+	ssize_t ignored = write(failed, &status, 1);
+	(void)ignored;
+	_exit(status);
+}
+
+/* The child: stdin on /dev/null, stdout the relay's pipe; reports a failure on `failed`. */
 static void run_child(char **argv, char **envp, const char *cwd, int out, int failed)
 {
 	int null = open("/dev/null", O_RDONLY);
 	if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0)
-		_exit(E_SETUP);
-	if (cwd[0] != '\0' && chdir(cwd) != 0) {
-		dprintf(2, "faas-shim: chdir: %s\n", strerror(errno));
-		_exit(E_SETUP);
-	}
+		child_failed(failed, E_SETUP, "/dev/null", errno);
+	if (null > 2)
+		close(null);
+	if (cwd[0] != '\0' && chdir(cwd) != 0)
+		child_failed(failed, E_SETUP, "chdir", errno);
 	int error = exec_search(argv, envp);
-	unsigned char status = error == ENOENT || error == ENOTDIR ? E_NOTFOUND : E_NOEXEC;
-	ssize_t ignored = write(failed, &status, 1);
-	(void)ignored;
-	_exit(status);
+	child_failed(failed, error == ENOENT || error == ENOTDIR ? E_NOTFOUND : E_NOEXEC, argv[0],
+		     error);
 }
 
 static int child_ended[2]; /* the self-pipe SIGCHLD writes to */
@@ -260,19 +270,33 @@ static void on_child(int sig)
 	errno = saved;
 }
 
-/* Relay what the pipe holds right now (it is non-blocking); false at its end. */
-static int relay_some(int out)
+#define RELAY_CHUNK 65536
+
+/* One read of the (non-blocking) pipe, at most `most` bytes, relayed as a 'D' record: the bytes
+ * relayed, 0 at the pipe's end, -1 when it holds nothing for now. */
+static ssize_t relay_once(int out, size_t most)
 {
-	static char buf[65536];
-	for (;;) {
-		ssize_t got = read(out, buf, sizeof buf);
-		if (got > 0) {
-			put_record('D', (uint32_t)got, buf, (size_t)got);
-			continue;
-		}
-		if (got < 0 && errno == EINTR)
-			continue;
-		return got < 0 && errno == EAGAIN;
+	static char buf[RELAY_CHUNK];
+	ssize_t got;
+	do
+		got = read(out, buf, most < sizeof buf ? most : sizeof buf);
+	while (got < 0 && errno == EINTR);
+	if (got > 0)
+		put_record('D', (uint32_t)got, buf, (size_t)got);
+	return got;
+}
+
+/* Relay what the pipe holds now, not what the processes the child left behind write after. */
+static void relay_left(int out)
+{
+	int left = 0;
+	if (ioctl(out, FIONREAD, &left) != 0)
+		return;
+	while (left > 0) {
+		ssize_t got = relay_once(out, (size_t)left);
+		if (got <= 0)
+			return;
+		left -= (int)got;
 	}
 }
 
@@ -288,10 +312,11 @@ static void relay(int out, pid_t child, int *wstatus)
 			die_errno(E_SETUP, "poll");
 		}
 		if (fds[1].revents != 0 && waitpid(child, wstatus, WNOHANG) == child) {
-			relay_some(out);
+			relay_left(out);
 			return;
 		}
-		if (fds[0].revents != 0 && !relay_some(out))
+		/* One read per wake-up, so that a writer that never pauses cannot hide the end. */
+		if (fds[0].revents != 0 && relay_once(out, RELAY_CHUNK) == 0)
 			break;
 	}
 	while (waitpid(child, wstatus, 0) < 0 && errno == EINTR)
@@ -321,7 +346,7 @@ int main(void)
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_child;
-	sa.sa_flags = SA_RESTART;
+	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP; /* a stopped child would keep poll awake */
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGCHLD, &sa, NULL) != 0)
 		die_errno(E_SETUP, "sigaction");
@@ -339,6 +364,8 @@ int main(void)
 	relay(out[0], child, &wstatus);
 	unsigned char exec_failed;
 	if (read(failed[0], &exec_failed, 1) == 1) {
+		if (exec_failed == E_SETUP)
+			return E_SETUP; /* nothing ran: no record */
 		put_record('E', exec_failed, NULL, 0);
 		return 0;
 	}
