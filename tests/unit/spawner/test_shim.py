@@ -1,12 +1,17 @@
-"""The static shim on this machine: a static ELF, the frame's checks, and the bytes it reads.
+"""The static shim on this machine: a static ELF, the frame's checks, the bytes it reads, and the
+records it writes.
 
 The shim runs here directly (no container): ``execve`` of host programs such as ``/bin/sh``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +27,33 @@ from spawner_service.runtime.shim import (
     encode_frame,
     u32,
 )
-from tests.support.shim import PT_INTERP, program_header_types
+from tests.support.shim import PT_INTERP, ShimRun, program_header_types, run_shim
 
 PT_LOAD = 1
-HOST_ENV = {"PATH": "/usr/bin:/bin"}
+HOST_PATH = "/usr/bin:/bin"
+HOST_ENV = {"PATH": HOST_PATH}
 
 
-def run(shim: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([str(shim)], input=stdin, capture_output=True, timeout=30, check=False)
+def run(shim: Path, stdin: bytes, env: dict[str, str] | None = None) -> ShimRun:
+    return run_shim([str(shim)], stdin, env=HOST_ENV if env is None else env)
 
 
 def script(code: str, env: dict[str, str] | None = None, cwd: str = "/") -> bytes:
-    return encode_frame(["sh", "-c", code, "arg0"], HOST_ENV if env is None else env, cwd)
+    return encode_frame(["sh", "-c", code, "arg0"], {} if env is None else env, cwd)
+
+
+def exited(status: int) -> tuple[bytes, int]:
+    return (b"X", status)
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """PIDs of processes a function left behind, killed after the test."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_the_shim_is_a_static_elf(shim_binary: Path) -> None:
@@ -47,29 +67,57 @@ def test_the_elf_check_sees_a_dynamic_loader() -> None:
 
 
 def test_argv_env_and_working_directory_are_applied(shim_binary: Path) -> None:
-    frame = script(
-        'printf "%s|%s|%s" "$0" "$GREETING" "$(pwd)"', HOST_ENV | {"GREETING": "hé"}, "/tmp"
-    )
+    frame = script('printf "%s|%s|%s" "$0" "$GREETING" "$(pwd)"', {"GREETING": "hé"}, "/tmp")
     result = run(shim_binary, frame)
-    assert (result.returncode, result.stdout, result.stderr) == (0, "arg0|hé|/tmp".encode(), b"")
+    assert (result.status, result.err) == (0, b"")
+    assert result.decoded() == ("arg0|hé|/tmp".encode(), exited(0))
 
 
-def test_the_environment_is_only_the_frames(shim_binary: Path) -> None:
-    result = subprocess.run(
-        [str(shim_binary)],
-        input=script("env"),
-        capture_output=True,
-        timeout=30,
-        check=False,
-        env={"LEAKED": "1", "PATH": "/bin"},
+def test_the_environment_is_the_shims_own_with_the_frames_entries(shim_binary: Path) -> None:
+    own = {"PATH": HOST_PATH, "KEPT": "own", "REPLACED": "own"}
+    frame = script("env", {"REPLACED": "frame", "ADDED": "frame=with=equals"})
+    result = run(shim_binary, frame, env=own)
+    stdout, end = result.decoded()
+    assert end == exited(0)
+    lines = stdout.decode().splitlines()
+    assert {"KEPT=own", "REPLACED=frame", "ADDED=frame=with=equals", f"PATH={HOST_PATH}"} <= set(
+        lines
     )
-    assert result.returncode == 0
-    assert b"LEAKED" not in result.stdout
-    assert b"PATH=/usr/bin:/bin" in result.stdout
+    assert [line for line in lines if line.startswith("REPLACED=")] == ["REPLACED=frame"]
 
 
-def test_the_function_exit_code_is_the_shims(shim_binary: Path) -> None:
-    assert run(shim_binary, script("exit 42")).returncode == 42
+def test_an_empty_working_directory_is_the_shims_own(shim_binary: Path, tmp_path: Path) -> None:
+    result = run_shim([str(shim_binary)], script("pwd", cwd=""), env=HOST_ENV, cwd=tmp_path)
+    assert result.decoded() == (f"{tmp_path}\n".encode(), exited(0))
+
+
+def test_stdout_is_relayed_in_records_and_stderr_apart(shim_binary: Path) -> None:
+    result = run(shim_binary, script("echo result; echo log line >&2; exit 3"))
+    assert result.status == 0  # the shim's own: the function's status is in its end record
+    assert result.out == b"D" + u32(7) + b"result\n" + b"X" + u32(3)
+    assert result.err == b"log line\n"
+
+
+def test_no_output_is_only_the_end_record(shim_binary: Path) -> None:
+    assert run(shim_binary, script("exit 0")).out == b"X" + u32(0)
+
+
+@pytest.mark.parametrize("status", [1, 42, 255])
+def test_the_function_exit_code_is_in_the_end_record(shim_binary: Path, status: int) -> None:
+    result = run(shim_binary, script(f"exit {status}"))
+    assert (result.status, result.decoded()) == (0, (b"", exited(status)))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_function_is_128_plus_the_signal(shim_binary: Path, sig: signal.Signals) -> None:
+    result = run(shim_binary, script(f"echo before; kill -{sig.name[3:]} $$; echo after"))
+    assert result.decoded() == (b"before\n", exited(128 + sig))
+
+
+def test_a_forged_end_record_is_only_output(shim_binary: Path) -> None:
+    result = run(shim_binary, script(r"printf 'X\000\000\000\000'; exit 5"))
+    assert result.records == [(b"D", b"X\0\0\0\0"), (b"X", 5)]
+    assert result.decoded() == (b"X\0\0\0\0", exited(5))
 
 
 def test_the_shim_reads_exactly_the_frame(shim_binary: Path, tmp_path: Path) -> None:
@@ -78,32 +126,58 @@ def test_the_shim_reads_exactly_the_frame(shim_binary: Path, tmp_path: Path) -> 
     stdin.write_bytes(frame + b"what follows the frame")
     # The shim and this test share the open file: its offset is what the shim consumed.
     with stdin.open("rb", buffering=0) as shared:
-        subprocess.run([str(shim_binary)], stdin=shared, timeout=30, check=True)
+        result = subprocess.run(
+            [str(shim_binary)], stdin=shared, capture_output=True, timeout=30, check=True
+        )
         assert shared.tell() == len(frame)
+    assert result.stdout == b"X" + u32(0)
 
 
 def test_the_function_reads_an_empty_stdin(shim_binary: Path) -> None:
     result = run(shim_binary, script("cat; echo end") + b"what follows the frame")
-    assert (result.returncode, result.stdout) == (0, b"end\n")
+    assert result.decoded() == (b"end\n", exited(0))
+
+
+def test_the_end_comes_while_a_background_process_runs(
+    shim_binary: Path, leftovers: list[int]
+) -> None:
+    result = run(shim_binary, script("sleep 30 & echo $!; exit 4"))
+    stdout, end = result.decoded()
+    leftovers.append(int(stdout))
+    assert (result.status, end) == (0, exited(4))
+    os.kill(leftovers[0], 0)  # still running: the shim did not wait for it
+
+
+def test_the_end_comes_while_a_background_process_keeps_writing(shim_binary: Path) -> None:
+    # Once the function is gone the shim relays what the pipe holds, not what comes later.
+    result = run(shim_binary, script("yes & sleep 0.05; exit 6"))
+    stdout, end = result.decoded()
+    assert end == exited(6)
+    assert set(stdout) <= set(b"y\n")
 
 
 def test_path_search_uses_the_frames_path(shim_binary: Path) -> None:
     ok = run(shim_binary, encode_frame(["true"], {"PATH": "/nonexistent:/bin"}, "/"))
-    assert ok.returncode == 0
+    assert ok.decoded() == (b"", exited(0))
     missing = run(shim_binary, encode_frame(["true"], {"PATH": "/nonexistent"}, "/"))
-    assert missing.returncode == ShimStatus.NOT_FOUND
-    assert missing.stderr == b"faas-shim: true: No such file or directory\n"
+    assert (missing.status, missing.decoded()) == (0, (b"", (b"E", ShimStatus.NOT_FOUND)))
+    assert missing.err == b"faas-shim: true: No such file or directory\n"
 
 
-def test_a_program_that_cannot_be_executed(shim_binary: Path) -> None:
-    result = run(shim_binary, encode_frame(["/etc"], HOST_ENV, "/"))
-    assert result.returncode == ShimStatus.CANNOT_EXECUTE
+def test_a_program_that_cannot_be_executed(shim_binary: Path, tmp_path: Path) -> None:
+    program = tmp_path / "not-executable"
+    program.write_text("#!/bin/sh\necho ran\n")
+    program.chmod(0o644)
+    for argv0 in ["/etc", str(program)]:
+        result = run(shim_binary, encode_frame([argv0], {}, "/"))
+        assert result.decoded() == (b"", (b"E", ShimStatus.CANNOT_EXECUTE))
+        assert result.err == f"faas-shim: {argv0}: Permission denied\n".encode()
 
 
 def test_a_missing_working_directory_is_a_setup_failure(shim_binary: Path) -> None:
     result = run(shim_binary, script("echo ran", cwd="/nonexistent"))
-    assert (result.returncode, result.stdout) == (ShimStatus.SETUP_FAILED, b"")
-    assert result.stderr.startswith(b"faas-shim: chdir: ")
+    assert (result.status, result.out) == (ShimStatus.SETUP_FAILED, b"")
+    assert result.err.startswith(b"faas-shim: chdir: ")
 
 
 ARGV_ONE = elements([b"/bin/echo"])
@@ -125,10 +199,16 @@ ROOT = element(b"/")
             MAGIC + ARGV_ONE + NO_ENV, ShimStatus.TRUNCATED, "truncated frame", id="no-cwd"
         ),
         pytest.param(
-            b"FSH\x02" + ARGV_ONE + NO_ENV + ROOT,
+            b"FSH\x01" + ARGV_ONE + NO_ENV + ROOT,
             ShimStatus.BAD_MAGIC,
             "bad magic or unknown version",
-            id="version",
+            id="version-1",
+        ),
+        pytest.param(
+            b"FSH\x03" + ARGV_ONE + NO_ENV + ROOT,
+            ShimStatus.BAD_MAGIC,
+            "bad magic or unknown version",
+            id="version-3",
         ),
         pytest.param(
             b"GET / HTTP/1.1\r\n", ShimStatus.BAD_MAGIC, "bad magic or unknown version", id="magic"
@@ -187,5 +267,5 @@ def test_a_bad_frame_is_refused_and_nothing_runs(
     shim_binary: Path, frame: bytes, status: ShimStatus, message: str
 ) -> None:
     result = run(shim_binary, frame)
-    assert (result.returncode, result.stdout) == (status, b"")
-    assert result.stderr == f"faas-shim: {message}\n".encode()
+    assert (result.status, result.out) == (status, b"")
+    assert result.err == f"faas-shim: {message}\n".encode()
