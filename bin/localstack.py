@@ -9,7 +9,9 @@ Started by ``./bin/run.sh`` (the default mode). In order, it:
 4. serves every service app under its gateway prefix (``/auth``, ``/registry``, ``/publisher``)
    on ``http://FAAS_HOST:FAAS_PORT``, each running its own start-up (migrations, NATS, ...),
    behind the services' HTTP edge limits (``faas_common.edge``);
-5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time);
+5. runs one spawner in the same process (``SPAWNER_MAX_CONTAINERS`` containers at a time), with
+   its prewarm pool's shim built first when it is missing or older than ``shim.c`` (about 40 s the
+   first time; a shim that cannot be built turns the pool off, with a warning);
 6. serves the process's Prometheus metrics, every service's and the spawner's, at
    ``http://FAAS_HOST:FAAS_PORT/metrics`` (no ``METRICS_PORT`` server of their own here).
 
@@ -59,6 +61,8 @@ from spawner_service.config import SpawnerSettings
 logger = logging.getLogger("faas.localstack")
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIM_BUILD = ROOT / "spawner-service" / "shim" / "build.py"
+SHIM_BUILD_TIMEOUT = 600.0
 
 
 class StartupError(Exception):
@@ -137,6 +141,30 @@ def docker_engine_status() -> str | None:
     if b" 200 " not in reply:
         return f"the Docker engine at {path} does not answer /_ping"
     return None
+
+
+def with_shim(spawner: SpawnerSettings, warn: Callable[[str], None]) -> SpawnerSettings:
+    """``spawner`` once its prewarm pool has its shim: built where the spawner looks for it
+    (``spawner-service/shim/build/``) unless that one is up to date. A shim that cannot be built
+    turns the pool off (a warning; every call then starts its own container). The operator's
+    ``SPAWNER_POOL_SHIM`` is used as it is."""
+    if not spawner.pool or spawner.pool_shim:
+        return spawner
+    command = [sys.executable, str(SHIM_BUILD), "--if-stale"]
+    try:  # build.py says on stderr when it builds, and why it failed
+        status = subprocess.run(
+            command, stdout=subprocess.DEVNULL, timeout=SHIM_BUILD_TIMEOUT, check=False
+        ).returncode
+        failure = f"{SHIM_BUILD.name} exited with status {status}" if status else ""
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        failure = str(exc)
+    if not failure:
+        return spawner
+    warn(
+        f"warning: the prewarm pool's shim could not be built ({failure}); the pool is off (as "
+        "with SPAWNER_POOL_MAX_PARKED=0): every call starts its own container"
+    )
+    return spawner.model_copy(update={"pool_max_parked": 0})
 
 
 def _die_with_parent() -> None:
@@ -282,9 +310,9 @@ class Platform:
     ``MAX_CONNECTIONS``, ``FORWARDED_ALLOW_IPS``: the services' settings)."""
 
 
-def build_platform(config: LocalConfig) -> Platform:
+def build_platform(config: LocalConfig, warn: Callable[[str], None]) -> Platform:
     """Every service's settings: the environment as documented, with the local stack's own
-    database files, NATS server and key pair on top."""
+    database files, NATS server and key pair on top (and the spawner's shim, ``with_shim``)."""
     keys = config.data_dir / "keys"
     private_key = keys / "jwt-private.pem"
     public_key = keys / "jwt-public.pem"
@@ -309,7 +337,7 @@ def build_platform(config: LocalConfig) -> Platform:
     auth = AuthSettings(**local, database_url=database("auth.db"), private_key_file=private_key)
     registry = RegistrySettings(**local, database_url=database("registry.db"))
     publisher = PublisherSettings(**local)
-    spawner = SpawnerSettings(**local)
+    spawner = with_shim(SpawnerSettings(**local), warn)
     return Platform(
         apps={
             "/auth": create_auth_app(auth),
@@ -393,7 +421,7 @@ def main(warn: Callable[[str], None] = lambda text: print(text, file=sys.stderr)
     # A SIGTERM that arrives before uvicorn installs its handlers must still clean up.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        started = asyncio.run(serve(config, build_platform(config)))
+        started = asyncio.run(serve(config, build_platform(config, warn)))
     except KeyboardInterrupt:
         started = True
     except StartupError as exc:
