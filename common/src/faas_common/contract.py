@@ -108,9 +108,11 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-PHASES = ("queue", "pull", "create", "start", "run", "remove")
+PHASES = ("queue", "pool", "pull", "create", "start", "run", "remove")
 """Keys of an execution record's ``timings`` (milliseconds); a phase that did not happen is
-absent. ``queue`` is measured by the spawner, the others by its container runtime."""
+absent. ``queue`` is measured by the spawner, the others by its container runtime: ``pool`` is
+the hand-off to a prewarmed container (a pool hit: no ``pull``, ``create``, ``start`` and
+``remove``, which happen off the call's path); a cold start has ``create`` and ``start``."""
 
 
 def function_key(user_id: str, name: str) -> str:

@@ -96,7 +96,10 @@ def _activation_error(status_code: int, description: str) -> dict[int | str, Any
     }
 
 
-_SERVER_TIMING = "Phase timings in milliseconds: queue, pull, create, start, run, remove, total"
+_SERVER_TIMING = (
+    "Phase timings in milliseconds: queue, pool (a prewarmed container took the call), pull, "
+    "create, start, run, remove, total"
+)
 _PUBLISH_RESPONSES: dict[int | str, Any] = {
     200: {
         "description": "Sync: the function succeeded",

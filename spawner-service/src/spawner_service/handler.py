@@ -53,6 +53,7 @@ from faas_common.contract import (
     REQUEST_ID_HEADER,
     ExecutionRecord,
     Job,
+    function_key,
     is_request_id,
 )
 from faas_common.executions import (
@@ -149,6 +150,7 @@ def run_spec(job: Job) -> RunSpec:
         timeout_seconds=job.function.timeout_seconds,
         memory_mb=job.function.memory_mb,
         deadline=time.time() + job.function.timeout_seconds,
+        function=function_key(job.function.owner_id, job.function.name),
     )
 
 
