@@ -40,7 +40,7 @@ from faas_common.errors import BadRequest, ServiceError, error_body, install_err
 from faas_common.http_metrics import HttpMetrics, RouteCapture
 from faas_common.logging import configure_logging, request_id_var
 from faas_common.metrics import serving_metrics
-from faas_common.openapi import EVERY_ROUTE
+from faas_common.openapi import EVERY_ROUTE, declare_request_id
 from faas_common.settings import CommonSettings
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -255,6 +255,8 @@ def create_service_app(
     app.add_middleware(RouteCapture)  # innermost: tells HttpMetrics the route chosen
     app.add_middleware(PlatformMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(HttpMetrics, service=title)  # outermost: counts what Platform refuses
+    document = app.openapi
+    app.openapi = lambda: declare_request_id(document())  # type: ignore[method-assign]
     return app
 
 

@@ -10,7 +10,8 @@ FastAPI's list under ``detail``). Routes declare the statuses they can answer wi
 
 plus ``error_response(status, ...)`` for a route's own statuses (404, 409, ...). Every 401 declares
 ``WWW-Authenticate``, every 429 and 503 ``Retry-After`` (``STANDARD_HEADERS``).
-``create_service_app`` applies ``EVERY_ROUTE`` to each route of a service.
+``create_service_app`` applies ``EVERY_ROUTE`` to each route of a service, and
+``declare_request_id`` declares ``X-Request-ID`` on every response of its document.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from faas_common.contract import REQUEST_ID_PATTERN
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -73,6 +76,25 @@ def header_objects(headers: Mapping[str, str]) -> dict[str, Any]:
         name: {"description": description, "required": True, "schema": {"type": "string"}}
         for name, description in headers.items()
     }
+
+
+REQUEST_ID_HEADER_OBJECT = {
+    "description": "The request's id: the caller's X-Request-ID when it is 1-128 characters of "
+    "[A-Za-z0-9._:-], else a new one (also in the service's log lines about the request, and "
+    "an execution record's request_id)",
+    "required": True,
+    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+
+
+def declare_request_id(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` (an OpenAPI document) with ``X-Request-ID`` declared on every response of
+    every operation, as ``PlatformMiddleware`` sends it."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                response.setdefault("headers", {})["X-Request-ID"] = REQUEST_ID_HEADER_OBJECT
+    return document
 
 
 def merge(*sets: Responses) -> Responses:

@@ -163,5 +163,14 @@ def test_an_activation_declares_its_timing_and_location(
     documents: dict[str, dict[str, Any]],
 ) -> None:
     responses = documents["publisher"]["paths"]["/publisher/publish"]["post"]["responses"]
-    assert declared_headers(responses["200"]) == {"Server-Timing"}
-    assert declared_headers(responses["202"]) == {"Location", "Server-Timing"}
+    assert declared_headers(responses["200"]) == {"Server-Timing", "X-Request-ID"}
+    assert declared_headers(responses["202"]) == {"Location", "Server-Timing", "X-Request-ID"}
+
+
+@pytest.mark.parametrize("service", ["auth", "registry", "publisher"])
+def test_every_response_declares_the_request_id(
+    service: str, documents: dict[str, dict[str, Any]]
+) -> None:
+    for (method, path), operation in operations(documents[service]).items():
+        for status, response in operation["responses"].items():
+            assert "X-Request-ID" in declared_headers(response), (method, path, status)
