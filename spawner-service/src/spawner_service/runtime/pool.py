@@ -137,8 +137,8 @@ class Pool:
         evicted: list[Parked] = []
         for shape, state in sorted(self._shapes.items(), key=lambda i: -i[1].last_call):
             while len(state.parked) + state.parking < self._target(state, now):
-                if not self._room(shape, now, evicted):
-                    return parks, evicted
+                if not self._room(shape, evicted):
+                    break  # a less recent shape may still fit (a smaller memory limit)
                 state.parking += 1
                 parks.append((shape, state.generation))
         return parks, evicted
@@ -247,12 +247,14 @@ class Pool:
             and self._memory() + shape.memory_mb <= self._memory_cap()
         )
 
-    def _room(self, shape: Shape, now: float, evicted: list[Parked]) -> bool:
+    def _room(self, shape: Shape, evicted: list[Parked]) -> bool:
         """Whether one more container of ``shape`` fits, evicting for it from shapes called
-        less recently (into ``evicted``) when the pool is full."""
+        less recently (into ``evicted``) when the pool is full; nothing is evicted when it
+        would not fit even then."""
         if shape.memory_mb > self._memory_cap():
             return False
         mine = self._shapes[shape].last_call
+        taken: list[Parked] = []
         while not self._fits(shape):
             victims = [
                 (s.last_call, other)
@@ -260,7 +262,10 @@ class Pool:
                 if other != shape and s.parked and s.last_call < mine
             ]
             if not victims:
+                for parked in reversed(taken):  # back where they were, oldest first
+                    self._shapes[parked.shape].parked.appendleft(parked)
                 return False
             _, coldest = min(victims, key=lambda v: v[0])
-            evicted.append(self._shapes[coldest].parked.popleft())
+            taken.append(self._shapes[coldest].parked.popleft())
+        evicted += taken
         return True
