@@ -11,7 +11,9 @@ Then, with no network: the service and ``faas_common`` import; the image runs as
 user that cannot change its own code; no uv, pip, pytest, ruff or mypy is left in it; the
 healthcheck is a Python command (no curl) that tells a healthy service from a failing one;
 auth-service starts for real (SQLite, generated keys, read-only root filesystem) and turns healthy;
-the spawner's healthcheck passes only when the Docker socket and its group are granted.
+the spawner's healthcheck passes only when the Docker socket and its group are granted; the
+spawner image holds the pool's static shim, compiled in its build with the locked Zig, and copies
+it into a named volume that a hardened function container runs it from.
 
 Everything built here carries a per-run label and is removed at the end, stand-in included.
 """
@@ -25,6 +27,7 @@ import stat
 import subprocess
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from spawner_service.runtime.output import STDOUT
+from spawner_service.runtime.shim import ShimCapture, encode_frame
 from tests.support.base_images import (
     dockerfile_base_image,
     python_slim_stand_in,
@@ -40,6 +45,7 @@ from tests.support.base_images import (
 )
 from tests.support.images import docker, image_exists
 from tests.support.nats_server import find_nats_server
+from tests.support.shim import PT_DYNAMIC, PT_INTERP, program_header_types
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN_LABEL = "faas.test.deploy-run"
@@ -71,7 +77,10 @@ SERVICES = {
 HTTP_SERVICES = [name for name, service in SERVICES.items() if service.health_path]
 # curl and wget too: nothing (the healthcheck least of all) may need them.
 UNWANTED_COMMANDS = ("uv", "uvx", "pip", "pip3", "pytest", "ruff", "mypy", "curl", "wget")
-DEV_DISTRIBUTIONS = ("uv", "pip", "pytest", "pytest-asyncio", "pytest-timeout", "ruff", "mypy")
+DEV_DISTRIBUTIONS = (
+    *("uv", "pip", "pytest", "pytest-asyncio", "pytest-timeout", "ruff", "mypy"),
+    "ziglang",  # the shim's compiler stays in its build stage
+)
 PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
 
 
@@ -231,6 +240,14 @@ def test_dockerfile_installs_exactly_the_lock(name: str) -> None:
         assert "--no-dev" in options.split(), options
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS builder$", text, re.MULTILINE)
     assert len(re.findall(r"^FROM \$\{PYTHON_IMAGE\}\s*$", text, re.MULTILINE)) == 1
+
+
+def test_the_spawner_image_compiles_the_shim_with_the_locked_zig() -> None:
+    text = SERVICES["spawner-service"].dockerfile.read_text()
+    (pinned,) = re.findall(r"^ARG ZIGLANG_VERSION=(\S+)$", text, re.MULTILINE)
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    (locked,) = [package["version"] for package in lock["package"] if package["name"] == "ziglang"]
+    assert pinned == locked, f"the Dockerfile builds with Zig {pinned}, uv.lock pins {locked}"
 
 
 # --- the images -------------------------------------------------------------------------------
@@ -451,3 +468,93 @@ def test_spawner_healthcheck_needs_the_socket_and_its_group(images: Images) -> N
         # Mounted but the group not granted: the unprivileged user is refused.
         refused = run(image, *argv, options=mount)
         assert refused.returncode != 0, refused.stdout + refused.stderr
+
+
+def image_env(image: str) -> dict[str, str]:
+    entries = config(image).get("Env") or []
+    assert isinstance(entries, list)
+    return dict(str(entry).split("=", 1) for entry in entries)
+
+
+FILE_MODES = """
+import json, os, sys
+print(json.dumps({
+    "files": {path: [os.stat(path).st_uid, os.stat(path).st_gid, os.stat(path).st_mode & 0o7777]
+              for path in sys.argv[1:]},
+    "writable": os.access(sys.argv[1], os.W_OK),
+}))
+"""
+
+
+@pytest.mark.docker
+def test_spawner_image_holds_a_static_shim_at_spawner_pool_shim(
+    images: Images, tmp_path: Path
+) -> None:
+    image = images.get("spawner-service")
+    shim = image_env(image)["SPAWNER_POOL_SHIM"]
+    container = docker("create", image, timeout=60).strip()
+    try:
+        docker("cp", f"{container}:{shim}", str(tmp_path / "faas-shim"), timeout=60)
+    finally:
+        docker("rm", container, timeout=60)
+    headers = program_header_types(tmp_path / "faas-shim")
+    assert PT_INTERP not in headers, "the shim needs a program interpreter"
+    assert PT_DYNAMIC not in headers, "the shim is linked dynamically"
+
+    result = run(image, "python", "-c", FILE_MODES, shim, "/var/lib/faas-shim")
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout)
+    assert found["files"][shim] == [0, 0, 0o755], "root's, executable by every user"
+    assert found["writable"] is False, "the spawner could change its containers' entrypoint"
+    assert found["files"]["/var/lib/faas-shim"][:2] == [10001, 10001], "the volume's mount point"
+
+
+INSTALL_SHIM = (
+    "from spawner_service.config import SpawnerSettings; "
+    "from spawner_service.runtime.prewarm import install_shim; "
+    "import sys; install_shim(SpawnerSettings(pool_shim_volume=sys.argv[1]))"
+)
+
+
+@pytest.mark.docker
+def test_function_containers_run_the_shim_the_spawner_put_into_the_volume(
+    images: Images,
+) -> None:
+    """As in compose: the spawner (its own user, read-only root, no capabilities) has the named
+    volume at SPAWNER_POOL_SHIM_DIR and copies the shim there; a function container, hardened and
+    another user, mounts the same volume read-only at /.faas and runs the shim as its
+    entrypoint."""
+    image = images.get("spawner-service")
+    volume = f"faas-test-shim-{images.run}"
+    hardened = ("--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+    try:
+        spawner = run(
+            image,
+            *("python", "-c", INSTALL_SHIM, volume),
+            options=(*hardened, "--user", "10001:0", "-v", f"{volume}:/var/lib/faas-shim"),
+        )
+        assert spawner.returncode == 0, spawner.stdout + spawner.stderr
+        frame = encode_frame(["python", "-c", "print('from the volume')"], {}, "")
+        function = subprocess.run(
+            [
+                *("docker", "run", "--rm", "-i", "--network", "none", *hardened),
+                *("--user", "65534:65534", "-v", f"{volume}:/.faas:ro"),
+                *("--entrypoint", "/.faas/faas-shim", image),
+            ],
+            input=frame,
+            capture_output=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+    finally:
+        subprocess.run(
+            ["docker", "volume", "rm", "-f", volume], capture_output=True, timeout=60, check=False
+        )
+    assert function.returncode == 0, function.stderr.decode(errors="replace")
+    capture = ShimCapture(stdout_limit=1 << 16, stderr_tail=0)
+    capture.write(STDOUT, function.stdout)
+    assert (capture.stdout, capture.end, capture.malformed) == (
+        b"from the volume\n",
+        (b"X", 0),
+        False,
+    )
