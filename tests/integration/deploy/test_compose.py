@@ -43,6 +43,7 @@ HTTP_PORTS = {
     "publisher-service": "PUBLISHER_PORT",
 }
 MIN_DOCKER_CLI = 23
+SHIM_VOLUME = "faas-shim"
 
 
 # --- docker compose config / docker stack config --------------------------------------------------
@@ -117,6 +118,7 @@ def test_docker_compose_normalises_the_file_to_the_topology(
     }
     assert listening == {name: str(port) for name, port in SEED_PORTS.items()}
     assert services["apisix"]["depends_on"].keys() == SEED_PORTS.keys()
+    assert_the_shim_volume(config)
 
     moved = {**tool_env(secrets_dir), "FAAS_HTTP_PORT": "8088", "FAAS_IMAGE_TAG": "1.2.3"}
     result = run_tool([*command, "config", "--format", "json"], moved)
@@ -124,6 +126,19 @@ def test_docker_compose_normalises_the_file_to_the_topology(
     services = json.loads(result.stdout)["services"]
     assert str(services["apisix"]["ports"][0]["published"]) == "8088"
     assert services["auth-service"]["image"] == "faas-platform/auth-service:1.2.3"
+
+
+def assert_the_shim_volume(config: dict[str, Any]) -> None:
+    """The spawner has the volume ``faas-shim`` (that very engine name, unprefixed) at
+    /var/lib/faas-shim and names it to its function containers."""
+    assert config["volumes"]["faas-shim"]["name"] == SHIM_VOLUME
+    spawner = config["services"]["spawner-service"]
+    assert spawner["environment"]["SPAWNER_POOL_SHIM_VOLUME"] == SHIM_VOLUME
+    mounts = [
+        (mount["type"], mount["source"], mount["target"], mount.get("read_only", False))
+        for mount in spawner["volumes"]
+    ]
+    assert ("volume", "faas-shim", "/var/lib/faas-shim", False) in mounts, mounts
 
 
 def test_docker_compose_lists_the_images_bin_run_sh_builds(
@@ -174,6 +189,7 @@ def test_docker_stack_config_accepts_the_file(docker_cli: str, secrets_dir: Path
     assert services["apisix"]["ports"][0]["mode"] == "host"
     assert all("container_name" not in svc for svc in services.values())
     assert config["configs"]["nats_server_conf"]["file"] == str(deploy.NATS_CONFIG)
+    assert_the_shim_volume(config)
 
 
 def test_docker_stack_config_refuses_what_swarm_cannot_run(

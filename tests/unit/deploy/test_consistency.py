@@ -538,6 +538,34 @@ def test_the_spawners_reach_the_hosts_docker_engine(
         assert "docker.sock" not in mounts, f"{name} must not get the Docker socket"
 
 
+def test_the_spawners_share_the_pools_shim_volume_with_their_function_containers(
+    compose: dict[str, Any], compose_services: dict[str, dict[str, Any]]
+) -> None:
+    spawner = compose_services[SPAWNER]
+    env = deploy.environment_of(spawner)
+    # The function containers name the volume to the host's engine: its engine name, not
+    # compose's key for it (compose and swarm prefix keys with the project or stack name).
+    volume = env["SPAWNER_POOL_SHIM_VOLUME"]
+    keys = [key for key, spec in compose["volumes"].items() if (spec or {}).get("name") == volume]
+    assert keys == ["faas-shim"], f"no volume is named {volume!r} as is"
+    shim_dir = env.get(
+        "SPAWNER_POOL_SHIM_DIR", SpawnerSettings.model_fields["pool_shim_dir"].default
+    )
+    assert f"faas-shim:{shim_dir}" in spawner["volumes"]
+    assert int(env["SPAWNER_POOL_MAX_PARKED"]) > 0, "the pool is on in compose and swarm"
+    for name, service in compose_services.items():
+        if name != SPAWNER:
+            mounts = [str(volume).split(":")[0] for volume in service.get("volumes", [])]
+            assert "faas-shim" not in mounts, f"{name} must not get the shim volume"
+    # The image has the shim where SPAWNER_POOL_SHIM says, and the volume's mount point is the
+    # spawner's own (a new volume takes its owner).
+    dockerfile = (deploy.ROOT / "spawner-service" / "Dockerfile").read_text(encoding="utf-8")
+    (shim,) = re.findall(r"SPAWNER_POOL_SHIM=(\S+)", dockerfile)
+    assert re.search(rf"^COPY --from=shim \S+ {re.escape(shim)}$", dockerfile, re.MULTILINE)
+    uid = str(spawner["user"]).split(":")[0]
+    assert f"chown {uid}:{uid} {shim_dir}" in dockerfile
+
+
 # --- NATS: a three-node JetStream cluster ---------------------------------------------------------
 
 
