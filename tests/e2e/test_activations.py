@@ -4,7 +4,10 @@ real nats-server, checking what a user sees (status, ``code``, the execution rec
 One stack serves the whole module (``SPAWNER_MAX_CONTAINERS=4``); the concurrency-limit test
 starts a second, small one of its own. Each stack's spawner has its own instance id, so the
 containers it creates are told apart from those of anyone else using the engine (by their
-``faas.spawner`` label): Docker's events count them, and none may be left at the end.
+``faas.spawner`` label): Docker's events count them, and none may be left at the end. The
+spawner runs with its prewarm pool, as by default: a call runs in a container created for it
+(Docker's ``create`` event carries its execution id) or takes a parked one (renamed after its
+execution); while the stack runs, only parked containers may stay, none once it stopped.
 
 Function images are built locally (no registry is reachable): ``busybox`` (ENTRYPOINT ``sh -c``:
 the argument is a shell script), and two Python images ``FROM python:3.11-slim``, as a function
@@ -30,6 +33,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from spawner_service.runtime.docker import pooled_owner
 from tests.e2e.stack import Stack, User, register, running_stack
 from tests.support.images import build, busybox_image, docker, image_exists, python_base_image
 
@@ -85,36 +89,72 @@ def images() -> Images:
 # --- Docker's view ----------------------------------------------------------------------------
 
 
-def containers_created(since: float, until: float, *labels: str) -> list[dict[str, str]]:
-    """The attributes (labels, name, image) of every container created between the two epoch
-    times whose labels include all of ``labels`` (``key=value``), from Docker's events."""
+def container_events(since: float, until: float, event: str, *labels: str) -> list[dict[str, str]]:
+    """The attributes (labels, name, image) of every container ``event`` (``create``,
+    ``rename``, ...) between the two epoch times of containers whose labels include all of
+    ``labels`` (``key=value``), from Docker's events."""
     args = ["events", "--since", f"{since:.3f}", "--until", f"{until:.3f}"]
-    for item in ("type=container", "event=create", *(f"label={label}" for label in labels)):
+    for item in ("type=container", f"event={event}", *(f"label={label}" for label in labels)):
         args += ["--filter", item]
     lines = docker(*args, "--format", "{{json .Actor.Attributes}}", timeout=60).splitlines()
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def containers_of(instance: str) -> list[str]:
-    """Containers (any state) a spawner with this instance id created and did not remove."""
+def executions_run(since: float, until: float, instance: str) -> list[str]:
+    """The execution id of every call the spawner ``instance`` ran in a container between the
+    two epoch times: created for it, or parked and renamed for it (parks themselves run none)."""
+    spawner = f"faas.spawner={instance}"
+    created = container_events(since, until, "create", spawner)
+    cold = [c["faas.execution-id"] for c in created if "faas.execution-id" in c]
+    renamed = container_events(since, until, "rename", spawner)
+    taken = [pooled_owner({"Labels": c, "Names": [c.get("name", "")]}) for c in renamed]
+    return cold + [owner[0] for owner in taken if owner is not None]
+
+
+def containers_of(instance: str, *, parked: bool = True) -> list[str]:
+    """Containers (any state) a spawner with this instance id created and did not remove;
+    without ``parked``, those waiting in its prewarm pool for a call are left out."""
     output = docker(
         "ps",
-        "-aq",
+        "-a",
         "--filter",
         "label=faas.managed-by",
         "--filter",
         f"label=faas.spawner={instance}",
+        "--format",
+        "{{.ID}} {{.Names}}",
     )
-    return output.split()
+    rows = [line.split() for line in output.splitlines() if line.strip()]
+    return [row[0] for row in rows if parked or not row[1].startswith("faas-pool-")]
 
 
 def no_container_left(instance: str, within: float = 10.0) -> list[str]:
+    """Containers of ``instance`` still there after ``within`` seconds, parked ones aside."""
     deadline = time.monotonic() + within
-    left = containers_of(instance)
+    left = containers_of(instance, parked=False)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = containers_of(instance)
+        left = containers_of(instance, parked=False)
     return left
+
+
+def parked_of(instance: str, image: str) -> list[str]:
+    """Running containers of ``image`` the spawner ``instance`` has parked in its pool."""
+    output = docker(
+        "ps",
+        "--filter",
+        "label=faas.pool=parked",
+        "--filter",
+        f"label=faas.spawner={instance}",
+        "--filter",
+        f"ancestor={image}",
+        "--filter",
+        "status=running",
+        "--format",
+        "{{.ID}} {{.Names}}",
+    )
+    rows = [line.split() for line in output.splitlines() if line.strip()]
+    return [row[0] for row in rows if row[1].startswith("faas-pool-")]
 
 
 # --- the stack and its users ------------------------------------------------------------------
@@ -364,6 +404,27 @@ def test_the_readme_hello_function(alice: User, images: Images) -> None:
     assert "run;dur=" in response.headers["Server-Timing"]
 
 
+def test_the_next_call_of_a_function_takes_a_parked_container(
+    platform: Platform, images: Images
+) -> None:
+    alice = platform.alice
+    name = unique("warm")
+    alice.create_function(name, images.hello, timeout_seconds=10)
+    assert succeeded(publish(alice, name, "first"))["result"] == "FIRST"
+    # After a call, the spawner parks a container of the function's image, env and memory.
+    deadline = time.monotonic() + POLL_SECONDS
+    while not parked_of(platform.instance, images.hello) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert parked_of(platform.instance, images.hello)
+    time.sleep(0.5)  # its start answered: the spawner counts it as parked
+    response = publish(alice, name, "second")
+    record = succeeded(response)
+    assert record["result"] == "SECOND"
+    assert {"pool", "run"} <= set(record["timings"])
+    assert not {"pull", "create", "start", "remove"} & set(record["timings"])
+    assert "pool;dur=" in response.headers["Server-Timing"]
+
+
 # --- parallel calls ---------------------------------------------------------------------------
 
 
@@ -377,8 +438,7 @@ def test_parallel_calls_each_get_their_own_result(platform: Platform, echo: str)
     assert [record["result"] for record in records] == arguments
     assert len({record["execution_id"] for record in records}) == len(arguments)
     # One container per call, no more (MAX_CONTAINERS at a time: the rest queued).
-    created = containers_created(since, until, f"faas.spawner={platform.instance}")
-    assert sorted(c["faas.execution-id"] for c in created) == sorted(
+    assert sorted(executions_run(since, until, platform.instance)) == sorted(
         record["execution_id"] for record in records
     )
 
@@ -431,8 +491,7 @@ def burst_over_the_limits(platform: Platform) -> None:
         assert body["execution"]["status"] == "rejected"
         assert body["execution"]["error"] == "concurrency_limit"
     # Only the accepted calls ran a container; the rejected ones never queued.
-    created = containers_created(since, until, f"faas.spawner={platform.instance}")
-    assert sorted(c["faas.execution-id"] for c in created) == sorted(
+    assert sorted(executions_run(since, until, platform.instance)) == sorted(
         r.json()["execution_id"] for r in accepted
     )
     kept = [record for user in (alice, bob) for record in history(user, "sleepy")]
@@ -673,10 +732,8 @@ def test_the_same_idempotency_key_runs_one_container(platform: Platform) -> None
     assert len({record["result"] for record in records}) == 1, records
     execution_id = records[0]["execution_id"]
 
-    created = containers_created(
-        since, until, f"faas.spawner={platform.instance}", f"faas.execution-id={execution_id}"
-    )
-    assert len(created) == 1, created
+    ran = executions_run(since, until, platform.instance)
+    assert ran.count(execution_id) == 1, ran
     assert [record["execution_id"] for record in history(alice, name)] == [execution_id]
 
     # The key with another request is a conflict; the same key is another user's own.
@@ -699,7 +756,7 @@ def test_an_argument_over_the_argv_limit_is_413_and_queues_nothing(platform: Pla
         body = refused(publish(alice, name, argument), 413, "argument_too_large")
         assert "execution" not in body
     assert history(alice, name) == []
-    assert containers_created(since, time.time(), f"faas.spawner={platform.instance}") == []
+    assert executions_run(since, time.time(), platform.instance) == []
     # One byte less fits, emoji included.
     fits = "😀" * ((ARGV_LIMIT - 3) // 4) + "abc"
     assert len(fits.encode()) == ARGV_LIMIT
