@@ -247,6 +247,7 @@ static void child_failed(int failed, unsigned char status, const char *what, int
 /* The child: stdin on /dev/null, stdout the relay's pipe; reports a failure on `failed`. */
 static void run_child(char **argv, char **envp, const char *cwd, int out, int failed)
 {
+	signal(SIGPIPE, SIG_DFL); /* the function gets the signals' defaults, not the shim's */
 	int null = open("/dev/null", O_RDONLY);
 	if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0)
 		child_failed(failed, E_SETUP, "/dev/null", errno);
@@ -350,6 +351,8 @@ int main(void)
 	sigemptyset(&sa.sa_mask);
 	if (sigaction(SIGCHLD, &sa, NULL) != 0)
 		die_errno(E_SETUP, "sigaction");
+	/* A closed stdout is the relay's failure (125), not a death by SIGPIPE. */
+	signal(SIGPIPE, SIG_IGN);
 	pid_t child = fork();
 	if (child < 0)
 		die_errno(E_SETUP, "fork");
