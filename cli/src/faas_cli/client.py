@@ -37,7 +37,7 @@ class Answer:
 class ApiError(CliError):
     """A refused request: the API's ``{"detail", "code"}`` and the whole body."""
 
-    def __init__(self, answer: Answer, *, token_sent: bool) -> None:
+    def __init__(self, answer: Answer, *, token_sent: bool, request_id: str) -> None:
         body = answer.body if isinstance(answer.body, dict) else {}
         self.status = answer.status
         self.code = str(body.get("code") or f"http_{answer.status}")
@@ -45,7 +45,12 @@ class ApiError(CliError):
         message = f"{self.code}: {describe(body.get('detail'), answer.status)}"
         if answer.status == 401 and token_sent:
             message = f"{message} ({RELOGIN_HINT})"
-        super().__init__(message, exit_code_for(answer.status, self.code))
+        exit_code = exit_code_for(answer.status, self.code)
+        # A platform error (not the function's) is worth reporting: its request id finds it in
+        # the services' logs.
+        platform_error = answer.status >= 500 and exit_code == ExitCode.ERROR
+        details = f"request id: {request_id}" if platform_error else None
+        super().__init__(message, exit_code, details=details)
 
 
 def describe(detail: Any, status: int) -> str:
@@ -117,7 +122,7 @@ class Gateway:
             ) from exc
         answer = Answer(response.status_code, _json(response), response.headers)
         if not response.is_success:
-            raise ApiError(answer, token_sent=auth)
+            raise ApiError(answer, token_sent=auth, request_id=self.request_id)
         return answer
 
     def _token(self) -> str:

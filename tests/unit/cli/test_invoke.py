@@ -140,6 +140,20 @@ def test_each_kind_of_failure_has_its_exit_status(
     assert result.stderr.startswith(f"error: {code}: Said so")
 
 
+def test_a_server_error_names_the_request_id(logged_in: Cli, gateway: FakeGateway) -> None:
+    down = {"detail": "The activation runtime is unavailable", "code": "runtime_unavailable"}
+    gateway.answer("POST", PUBLISH, json_response(503, down))
+
+    result = logged_in("invoke", "hello", "x")
+
+    request_id = gateway.requests[0].headers["X-Request-ID"]
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: runtime_unavailable: The activation runtime is unavailable\n"
+        f"request id: {request_id}\n"
+    )
+
+
 def test_bad_usage_is_status_2(logged_in: Cli, gateway: FakeGateway) -> None:
     result = logged_in("invoke")
 
