@@ -92,7 +92,9 @@ def install_shim(settings: SpawnerSettings) -> None:
     target = Path(settings.pool_shim_dir) / SHIM_NAME
     if target.exists() and _digest(target) == _digest(source):
         return
-    partial = target.with_name(f".{SHIM_NAME}.{os.getpid()}")
+    # Every spawner of a host shares the volume (and may be pid 1 in its container): a name of
+    # its own for the partial copy, then one atomic rename.
+    partial = target.with_name(f".{SHIM_NAME}.{os.urandom(8).hex()}")
     shutil.copyfile(source, partial)
     partial.chmod(0o755)
     partial.replace(target)
