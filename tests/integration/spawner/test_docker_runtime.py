@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from faas_common.contract import MANAGED_LABEL
@@ -34,6 +35,7 @@ from spawner_service.runtime.docker import (
 )
 from spawner_service.runtime.prewarm import SHIM_TARGET, PooledRuntime
 from tests.integration.spawner.conftest import OnPath, SpecFactory, containers_of
+from tests.integration.spawner.jobs import eventually
 
 pytestmark = pytest.mark.docker
 
@@ -53,7 +55,9 @@ async def _wait_for_container(client: Any, prefix: str, within: float = 10.0) ->
     while time.monotonic() < deadline:
         found = await asyncio.to_thread(containers_of, client, prefix)
         if found:
-            return await asyncio.to_thread(client.containers.get, found[0]["Id"])
+            # The engine may list a container a moment before it can inspect it.
+            with contextlib.suppress(docker.errors.NotFound):
+                return await asyncio.to_thread(client.containers.get, found[0]["Id"])
         await asyncio.sleep(0.05)
     raise AssertionError(f"no container for {prefix} within {within} s")
 
@@ -403,16 +407,6 @@ async def test_concurrent_waiters_share_one_pull(runtime: DockerRuntime, spec: S
 # --- cleanup ----------------------------------------------------------------------------------
 
 
-async def _no_container(client: Any, prefix: str, within: float = 10.0) -> bool:
-    """Whether no container of ``prefix`` is left within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while await asyncio.to_thread(containers_of, client, prefix):
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def test_a_cancelled_run_removes_its_container(
     path: OnPath, spec: SpecFactory, docker_client: Any, prefix: str
 ) -> None:
@@ -424,7 +418,11 @@ async def test_a_cancelled_run_removes_its_container(
     with pytest.raises(asyncio.CancelledError):
         await running
     if path.pooled:  # a taken container is removed off the request path, even then
-        assert await _no_container(docker_client, prefix)
+
+        async def removed() -> bool:
+            return not await asyncio.to_thread(containers_of, docker_client, prefix)
+
+        await eventually(removed)
     assert await asyncio.to_thread(containers_of, docker_client, prefix) == []
 
 

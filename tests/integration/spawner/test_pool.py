@@ -8,7 +8,6 @@ The busybox image's ENTRYPOINT is ``sh -c``: the argument is a shell script.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -33,6 +32,7 @@ from tests.integration.spawner.conftest import (
     containers_of,
     containers_of_instance,
 )
+from tests.integration.spawner.jobs import eventually
 
 RuntimeFactory = Callable[..., DockerRuntime]
 FRESH = "[ -e /tmp/marker ] && echo reused || echo fresh; touch /tmp/marker; hostname"
@@ -51,31 +51,34 @@ def pooled(make_runtime: RuntimeFactory) -> Callable[..., PooledRuntime]:
 
 
 def parked_ids(client: Any, runtime: DockerRuntime) -> set[str]:
-    """The ids of the containers the engine lists as parked by ``runtime``."""
+    """The ids of the containers ``runtime`` has parked and no call has taken (a taken one keeps
+    its labels, its name changes)."""
     found = containers_of_instance(client, runtime.settings.instance_id)
-    return {c["Id"] for c in found if (c.get("Labels") or {}).get(POOL_LABEL) == "parked"}
+    return {
+        c["Id"]
+        for c in found
+        if (c.get("Labels") or {}).get(POOL_LABEL) == "parked"
+        and c["Names"][0].startswith("/faas-pool-")
+    }
 
 
-async def eventually(check: Callable[[], bool], within: float = 20.0) -> bool:
-    """Whether ``check()`` holds within ``within`` seconds (polled)."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
+async def until(check: Callable[[], bool], within: float = 20.0) -> None:
+    """``check()`` holds within ``within`` seconds (polled), or AssertionError."""
+
+    async def holds() -> bool:
+        return check()
+
+    await eventually(holds, within)
 
 
-async def engine_lists_none(client: Any, ids: set[str], within: float = 20.0) -> bool:
-    """Whether the engine lists none of the containers ``ids`` within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        listed = {c["Id"] for c in await asyncio.to_thread(client.api.containers, all=True)}
-        if not listed & ids:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
+async def engine_lists_none(client: Any, ids: set[str], within: float = 20.0) -> None:
+    """The engine lists none of the containers ``ids`` within ``within`` seconds."""
+
+    async def gone() -> bool:
+        listed = await asyncio.to_thread(client.api.containers, all=True)
+        return not {c["Id"] for c in listed} & ids
+
+    await eventually(gone, within)
 
 
 # --- one call per container -------------------------------------------------------------------
@@ -85,17 +88,21 @@ async def engine_lists_none(client: Any, ids: set[str], within: float = 20.0) ->
 async def test_a_pooled_container_serves_one_call_only(
     make_runtime: RuntimeFactory, spec: SpecFactory, docker_client: Any
 ) -> None:
-    path = OnPath("pool", make_runtime)
-    runtime = path.runtime()
-    first = await path.run(runtime, spec(FRESH))
-    second = await path.run(runtime, spec(FRESH))
-    (seen, host), (seen_again, other_host) = first.stdout.split(), second.stdout.split()
-    assert (seen, seen_again) == (b"fresh", b"fresh")
-    assert host != other_host
-    # The container of a hit is removed after it (its hostname is its id's beginning).
-    gone = {c["Id"] for c in await asyncio.to_thread(docker_client.api.containers, all=True)}
-    used = {i for i in gone if i.startswith(host.decode())}
-    assert await engine_lists_none(docker_client, used)
+    runtime = make_runtime(pool=True)
+    assert isinstance(runtime, PooledRuntime)
+    outputs, used = [], set()
+    for _ in range(2):
+        job = spec(FRESH)
+        assert await runtime.prewarm.warm(job)
+        [parked] = parked_ids(docker_client, runtime)
+        result = await runtime.run(job)
+        assert "pool" in result.timings
+        outputs.append(result.stdout.split())
+        assert outputs[-1][1] == parked[:12].encode()  # it ran in the parked container
+        used.add(parked)
+        await engine_lists_none(docker_client, {parked})  # removed after its call
+    assert [seen for seen, _ in outputs] == [b"fresh", b"fresh"]
+    assert len(used) == 2
 
 
 @pytest.mark.docker
@@ -107,7 +114,7 @@ async def test_a_burst_beyond_the_parked_containers_runs_the_rest_cold(
     # Three calls at once, none parked yet: the shape's peak is 3, so three get parked.
     warmup = await asyncio.gather(*(runtime.run(spec(f"echo {i}")) for i in range(3)))
     assert ["pool" in r.timings for r in warmup] == [False] * 3
-    assert await eventually(lambda: runtime.prewarm.pool.parked_of(shape) == 3)
+    await until(lambda: runtime.prewarm.pool.parked_of(shape) == 3)
     hits_before = runtime.prewarm.hits
 
     calls = [spec(f"echo call-{i}; sleep 0.5") for i in range(8)]
@@ -143,7 +150,7 @@ async def test_a_drain_removes_the_parked_containers_of_the_function(
     after = await runtime.run(spec("echo hi", function=key))
     assert after.stdout == b"hi\n"
     assert "pool" not in after.timings
-    assert await engine_lists_none(docker_client, parked)
+    await engine_lists_none(docker_client, parked)
 
 
 @pytest.fixture
@@ -176,10 +183,10 @@ async def test_a_new_value_in_the_functions_bucket_drains_the_function(
         parked = parked_ids(docker_client, runtime)
         assert len(parked) == 1
         await functions_kv.put(key, b'{"version": 2}')
-        assert await eventually(lambda: runtime.prewarm.pool.parked_of(Shape.of(job)) == 0)
+        await until(lambda: runtime.prewarm.pool.parked_of(Shape.of(job)) == 0)
         after = await runtime.run(spec("echo hi", function=key))
         assert "pool" not in after.timings
-        assert await engine_lists_none(docker_client, parked)
+        await engine_lists_none(docker_client, parked)
     finally:
         await changes.stop()
 
@@ -201,7 +208,7 @@ async def test_a_taken_container_of_a_dead_spawner_is_adopted(
     assert parked is not None
     handoff = HandOff(dead, await dead._connected(), job, parked)
     call = asyncio.create_task(handoff.execute())
-    assert await eventually(lambda: "pool" in handoff.timings)  # renamed, frame written
+    await until(lambda: "pool" in handoff.timings)  # renamed, frame written
     # The spawner dies: its call stops, its connection goes, nothing removes the container.
     call.cancel()
     await asyncio.gather(call, return_exceptions=True)
