@@ -77,7 +77,9 @@ class RunResult:
 class ContainerRuntime(Protocol):
     async def run(self, spec: RunSpec) -> RunResult:
         """Run one activation to its end; never raises for a function's or an engine's failure
-        (those are outcomes). The container is gone when this returns, even when cancelled."""
+        (those are outcomes). The container is gone when this returns, even when cancelled, or
+        (a prewarmed container's) on its way out: removed off the request path, before
+        ``close`` returns."""
 
     async def adopt(self, spec: RunSpec) -> RunResult | None:
         """Take over the container a previous delivery of ``spec.execution_id`` started on this

@@ -176,9 +176,17 @@ class HandOff(_Activation):
             )
         self.timings["run"] = _ms(running)
         end = self.capture.end
-        if end is not None and not self.capture.malformed:
-            return await self._exit_result(end[1], started=True)
-        return await self._no_end()
+        if end is None or self.capture.malformed:
+            return await self._no_end()
+        if end[1] == 137:
+            await self._exited()  # the engine tells an OOM kill only once the container is over
+        return await self._exit_result(end[1], started=True)
+
+    async def _exited(self) -> None:
+        """Wait (briefly: the shim exits right after its end record) for the container's end."""
+        waiting = self._thread(self.client.api.wait, self.container_id, timeout=KILL_GRACE)
+        with contextlib.suppress(TimeoutError, APIError, OSError):
+            await asyncio.wait_for(asyncio.shield(waiting), KILL_GRACE)
 
     async def _no_end(self) -> RunResult | None:
         """The stream ended without the shim's end record."""
@@ -306,6 +314,8 @@ class Prewarm:
             self.pool.failed(shape, generation)
             raise
         took = time.monotonic() - began
+        if self._closed:
+            self.pool.failed(shape, generation)
         kept = not self._closed and self.pool.landed(parked, generation, took)
         self._landed.set()
         if not kept:
