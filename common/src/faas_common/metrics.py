@@ -196,20 +196,25 @@ async def refreshing(
 ) -> AsyncIterator[None]:
     """``gauge`` set from ``read()`` at once and then every ``interval`` seconds while the block
     runs; each read is bounded by ``read_seconds``, and one that fails leaves the last value."""
+    stopping = asyncio.Event()
 
     async def refresh_forever() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 async with asyncio.timeout(read_seconds):
                     gauge.set(await read())
             except Exception as exc:  # a metric never stops the service
                 logger.debug("metric refresh failed", extra={"error": repr(exc)})
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
 
     task = asyncio.create_task(refresh_forever(), name="metrics-refresh")
     try:
         yield
     finally:
+        # The event too: a client library may turn the cancellation of a read into an error of
+        # its own, which the loop swallows; the loop then sees the event and ends.
+        stopping.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -249,6 +249,25 @@ async def test_a_refreshed_gauge_keeps_its_last_value_when_a_read_fails() -> Non
         assert [item.value for family in gauge.collect() for item in family.samples] == [7.0]
 
 
+async def test_a_refresh_stops_even_when_the_read_swallows_its_cancellation() -> None:
+    gauge = Gauge("faas_test_refreshed_stubborn", "Test gauge.", registry=None)
+    reading = asyncio.Event()
+
+    async def read() -> float:
+        reading.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("the request was cancelled") from None  # as client libraries do
+        return 1.0
+
+    async def refresh_until_read() -> None:
+        async with refreshing(gauge, read, interval=0.01, read_seconds=3600):
+            await reading.wait()
+
+    await asyncio.wait_for(refresh_until_read(), timeout=30)
+
+
 async def test_the_metrics_port_serves_the_process_metrics_until_the_block_ends(
     client: httpx.AsyncClient,
 ) -> None:
