@@ -2,7 +2,7 @@
  * faas-shim: the entrypoint of a prewarmed container (run under the container's init process).
  *
  * It waits for ONE framed message on stdin, then runs the function as its child: stdin on
- * /dev/null, stdout a pipe the shim relays, stderr the container's own; chdir(cwd), then
+ * /dev/null, stdout and stderr pipes the shim relays; chdir(cwd), then
  * execve(argv, env) with a PATH search when argv[0] has no slash (over the PATH of that env). It
  * reads exactly the frame's bytes from stdin, never more: every read asks for the bytes still
  * missing from the current field.
@@ -23,6 +23,8 @@
  * Output: the shim's stdout is a sequence of records, so that the function cannot forge the end:
  *
  *   'D' len u32, len bytes    bytes the function wrote on its stdout, in order
+ *   'L' len u32, len bytes    bytes the function wrote on its stderr, in order (so that none of
+ *                             them can come after the end record)
  *   'X' status u32            the function ended: its exit status, or 128 + the signal that
  *                             killed it; the last record
  *   'E' status u32            the function could not be executed (126: found but cannot be
@@ -34,13 +36,14 @@
  * writing (the container ends with the shim, as it ends with the function's process under
  * `docker run`). The shim then exits 0.
  *
- * Exit statuses of the shim itself, with a message on stderr and no record (nothing ran):
+ * Exit statuses of the shim itself, with a message on its stderr and no end record (120-124:
+ * nothing ran):
  *   120  truncated frame (end of stdin or a read error before the frame is complete)
  *   121  bad magic or unknown version
  *   122  a count, an element or the total over its bound
  *   123  malformed element (NUL inside, empty argv[0], env entry without "KEY=")
  *   124  set-up failed (out of memory, /dev/null, pipe, fork, chdir)
- *   125  the relay of the output failed (its stdout was closed)
+ *   125  the relay of the output failed (its stdout was closed): the function may have run
  */
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
@@ -235,21 +238,26 @@ static char **merge_env(char **frame)
 	return env;
 }
 
+static int report = 2; /* the child's copy of the shim's own stderr */
+
 /* The child could not run the function: say why (`status`) on `failed`, and exit. */
 static void child_failed(int failed, unsigned char status, const char *what, int error)
 {
-	dprintf(2, "faas-shim: %s: %s\n", what, strerror(error));
+	dprintf(report, "faas-shim: %s: %s\n", what, strerror(error));
 	ssize_t ignored = write(failed, &status, 1);
 	(void)ignored;
 	_exit(status);
 }
 
-/* The child: stdin on /dev/null, stdout the relay's pipe; reports a failure on `failed`. */
-static void run_child(char **argv, char **envp, const char *cwd, int out, int failed)
+/* The child: stdin on /dev/null, stdout and stderr the relay's pipes; reports a failure on
+ * `failed` (and says why on the shim's own stderr). */
+static void run_child(char **argv, char **envp, const char *cwd, const int pipes[2], int failed)
 {
 	signal(SIGPIPE, SIG_DFL); /* the function gets the signals' defaults, not the shim's */
+	report = fcntl(2, F_DUPFD_CLOEXEC, 3);
 	int null = open("/dev/null", O_RDONLY);
-	if (null < 0 || dup2(null, 0) < 0 || dup2(out, 1) < 0)
+	if (report < 0 || null < 0 || dup2(null, 0) < 0 || dup2(pipes[0], 1) < 0 ||
+	    dup2(pipes[1], 2) < 0)
 		child_failed(failed, E_SETUP, "/dev/null", errno);
 	if (null > 2)
 		close(null);
@@ -273,52 +281,63 @@ static void on_child(int sig)
 
 #define RELAY_CHUNK 65536
 
-/* One read of the (non-blocking) pipe, at most `most` bytes, relayed as a 'D' record: the bytes
+static const char RECORD_OF[2] = {'D', 'L'}; /* per pipe: stdout, stderr */
+
+/* One read of a (non-blocking) pipe, at most `most` bytes, relayed as its record: the bytes
  * relayed, 0 at the pipe's end, -1 when it holds nothing for now. */
-static ssize_t relay_once(int out, size_t most)
+static ssize_t relay_once(int fd, char type, size_t most)
 {
 	static char buf[RELAY_CHUNK];
 	ssize_t got;
 	do
-		got = read(out, buf, most < sizeof buf ? most : sizeof buf);
+		got = read(fd, buf, most < sizeof buf ? most : sizeof buf);
 	while (got < 0 && errno == EINTR);
 	if (got > 0)
-		put_record('D', (uint32_t)got, buf, (size_t)got);
+		put_record(type, (uint32_t)got, buf, (size_t)got);
 	return got;
 }
 
 /* Relay what the pipe holds now, not what the processes the child left behind write after. */
-static void relay_left(int out)
+static void relay_left(int fd, char type)
 {
 	int left = 0;
-	if (ioctl(out, FIONREAD, &left) != 0)
+	if (fd < 0 || ioctl(fd, FIONREAD, &left) != 0)
 		return;
 	while (left > 0) {
-		ssize_t got = relay_once(out, (size_t)left);
+		ssize_t got = relay_once(fd, type, (size_t)left);
 		if (got <= 0)
 			return;
 		left -= (int)got;
 	}
 }
 
-/* Relay the child's stdout as 'D' records until the child is gone (then what it left in the
- * pipe), or until the pipe ends (then wait for the child). */
-static void relay(int out, pid_t child, int *wstatus)
+/* Relay the child's stdout and stderr as 'D' and 'L' records until the child is gone (then what
+ * it left in the pipes), or until both pipes end (then wait for the child). */
+static void relay(const int pipes[2], pid_t child, int *wstatus)
 {
-	struct pollfd fds[2] = {{.fd = out, .events = POLLIN}, {.fd = child_ended[0], .events = POLLIN}};
-	for (;;) {
-		if (poll(fds, 2, -1) < 0) {
+	struct pollfd fds[3] = {
+		{.fd = pipes[0], .events = POLLIN},
+		{.fd = pipes[1], .events = POLLIN},
+		{.fd = child_ended[0], .events = POLLIN},
+	};
+	for (int open_pipes = 2; open_pipes > 0;) {
+		if (poll(fds, 3, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			die_errno(E_SETUP, "poll");
+			_exit(E_RELAY); /* the function may have run: not a refusal */
 		}
-		if (fds[1].revents != 0 && waitpid(child, wstatus, WNOHANG) == child) {
-			relay_left(out);
+		if (fds[2].revents != 0 && waitpid(child, wstatus, WNOHANG) == child) {
+			for (int i = 0; i < 2; i++)
+				relay_left(fds[i].fd, RECORD_OF[i]);
 			return;
 		}
 		/* One read per wake-up, so that a writer that never pauses cannot hide the end. */
-		if (fds[0].revents != 0 && relay_once(out, RELAY_CHUNK) == 0)
-			break;
+		for (int i = 0; i < 2; i++)
+			if (fds[i].fd >= 0 && fds[i].revents != 0 &&
+			    relay_once(fds[i].fd, RECORD_OF[i], RELAY_CHUNK) == 0) {
+				fds[i].fd = -1; /* poll skips it from now on */
+				open_pipes--;
+			}
 	}
 	while (waitpid(child, wstatus, 0) < 0 && errno == EINTR)
 		;
@@ -340,9 +359,9 @@ int main(void)
 			die(E_MALFORMED, "env entry without KEY=");
 	char **envp = merge_env(frame_env);
 
-	int out[2], failed[2];
-	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(failed, O_CLOEXEC) != 0 ||
-	    pipe2(child_ended, O_CLOEXEC | O_NONBLOCK) != 0)
+	int out[2], err[2], failed[2];
+	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
+	    pipe2(failed, O_CLOEXEC) != 0 || pipe2(child_ended, O_CLOEXEC | O_NONBLOCK) != 0)
 		die_errno(E_SETUP, "pipe");
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -357,14 +376,15 @@ int main(void)
 	if (child < 0)
 		die_errno(E_SETUP, "fork");
 	if (child == 0)
-		run_child(argv, envp, cwd, out[1], failed[1]);
+		run_child(argv, envp, cwd, (int[2]){out[1], err[1]}, failed[1]);
 	close(out[1]);
+	close(err[1]);
 	close(failed[1]);
-	if (fcntl(out[0], F_SETFL, O_NONBLOCK) != 0)
-		die_errno(E_SETUP, "fcntl");
+	if (fcntl(out[0], F_SETFL, O_NONBLOCK) != 0 || fcntl(err[0], F_SETFL, O_NONBLOCK) != 0)
+		_exit(E_RELAY);
 
 	int wstatus = 0;
-	relay(out[0], child, &wstatus);
+	relay((int[2]){out[0], err[0]}, child, &wstatus);
 	unsigned char exec_failed;
 	if (read(failed[0], &exec_failed, 1) == 1) {
 		if (exec_failed == E_SETUP)

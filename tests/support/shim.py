@@ -55,17 +55,19 @@ def program_header_types(binary: Path) -> list[int]:
 # --- running a shim and reading its records -----------------------------------------------------
 
 END_TYPES = (b"X", b"E")
+DATA_TYPES = (b"D", b"L")
+"""The function's stdout, and its stderr."""
 
 
 def parse_records(data: bytes) -> tuple[list[tuple[bytes, bytes | int]], bytes]:
-    """The shim's records at the start of ``data`` (``(b"D", bytes)``, or an end record's type and
-    status), up to the first end record or the first incomplete or unknown record, and the bytes
-    after them. Written apart from ``ShimCapture``, to check it."""
+    """The shim's records at the start of ``data`` (``(b"D" or b"L", bytes)``, or an end record's
+    type and status), up to the first end record or the first incomplete or unknown record, and
+    the bytes after them. Written apart from ``ShimCapture``, to check it."""
     records: list[tuple[bytes, bytes | int]] = []
     at = 0
     while at + 5 <= len(data):
         kind, value = data[at : at + 1], int.from_bytes(data[at + 1 : at + 5], "big")
-        if kind == b"D" and at + 5 + value <= len(data):
+        if kind in DATA_TYPES and at + 5 + value <= len(data):
             records.append((kind, data[at + 5 : at + 5 + value]))
             at += 5 + value
             continue
@@ -91,16 +93,23 @@ class ShimRun:
         assert rest == b"", f"not records: {rest[:64]!r}"
         return records
 
+    def _data(self, kind: bytes) -> bytes:
+        return b"".join(v for k, v in self.records if k == kind and isinstance(v, bytes))
+
+    @property
+    def logs(self) -> bytes:
+        """The function's stderr, from its ``L`` records."""
+        return self._data(b"L")
+
     def decoded(self) -> tuple[bytes, tuple[bytes, int] | None]:
         """The function's stdout and the end record as ``ShimCapture`` decodes ``out`` (in one
         chunk), checked against ``records``."""
-        capture = ShimCapture(stdout_limit=len(self.out), stderr_tail=0)
+        capture = ShimCapture(stdout_limit=len(self.out), stderr_tail=len(self.out))
         capture.write(STDOUT, self.out)
-        records = self.records
-        data = b"".join(value for _, value in records if isinstance(value, bytes))
-        ends = [(kind, value) for kind, value in records if isinstance(value, int)]
+        ends = [(kind, value) for kind, value in self.records if isinstance(value, int)]
         assert not capture.malformed
-        assert (capture.stdout, capture.end) == (data, ends[0] if ends else None)
+        assert (capture.stdout, capture.end) == (self._data(b"D"), ends[0] if ends else None)
+        assert capture.stderr_tail == self.logs
         return capture.stdout, capture.end
 
 
@@ -158,11 +167,12 @@ def _finish(
 
 
 def _read_until_end(fd: int, deadline: float, limit: int = 64 << 20) -> bytes:
-    """What ``fd`` gives until a record other than ``D`` (the end), its end, or ``limit`` bytes."""
+    """What ``fd`` gives until a record other than ``D`` or ``L`` (the end), its end, or ``limit``
+    bytes."""
     data = bytearray()
     at = 0  # where the next record starts
     while len(data) < limit:
-        while at + 5 <= len(data) and data[at : at + 1] == b"D":
+        while at + 5 <= len(data) and data[at : at + 1] in DATA_TYPES:
             at += 5 + int.from_bytes(data[at + 1 : at + 5], "big")
         if at + 5 <= len(data):
             break

@@ -14,13 +14,15 @@ from faas_common.kvwatch import BucketWatch
 
 class FunctionChanges(BucketWatch[dict[str, bytes]]):
     """Each function's last value; ``changed(key)`` for every key whose value is not the one of
-    the snapshot in force (after a reconnect's reload too: only real changes count)."""
+    the snapshot in force (after a reconnect's reload too: only real changes count, and a key
+    the reload no longer has counts as deleted)."""
 
     bucket = FUNCTIONS_BUCKET
 
     def __init__(self, kv: KeyValue, changed: Callable[[str], None]) -> None:
         super().__init__(kv)
         self.changed = changed
+        self._installed: set[str] = set()
 
     def empty(self) -> dict[str, bytes]:
         return {}
@@ -32,3 +34,10 @@ class FunctionChanges(BucketWatch[dict[str, bytes]]):
             snapshot.pop(key, None)
         else:
             snapshot[key] = value
+        if snapshot is self.snapshot:  # a live change (not a reload's): known as it is now
+            (self._installed.discard if value is None else self._installed.add)(key)
+
+    def installed(self) -> None:
+        for key in self._installed - self.snapshot.keys():
+            self.changed(key)
+        self._installed = set(self.snapshot)

@@ -130,8 +130,9 @@ def test_the_working_directory(run: Run, entrypoint: list[str], cwd: str, expect
 def test_stdout_is_in_records_and_stderr_apart(run: Run, entrypoint: list[str]) -> None:
     result = run(call(entrypoint, "echo result; echo log line >&2; exit 3", ""))
     assert result.status == 0
-    assert result.out == b"D" + u32(7) + b"result\n" + b"X" + u32(3)
-    assert result.err == b"log line\n"
+    # stdout and stderr in records of their own, both before the end record
+    assert result.out == b"D" + u32(7) + b"result\n" + b"L" + u32(9) + b"log line\n" + b"X" + u32(3)
+    assert result.err == b""
 
 
 def test_a_killed_function_is_128_plus_the_signal(run: Run, entrypoint: list[str]) -> None:

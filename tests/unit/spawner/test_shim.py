@@ -94,8 +94,9 @@ def test_an_empty_working_directory_is_the_shims_own(shim_binary: Path, tmp_path
 def test_stdout_is_relayed_in_records_and_stderr_apart(shim_binary: Path) -> None:
     result = run(shim_binary, script("echo result; echo log line >&2; exit 3"))
     assert result.status == 0  # the shim's own: the function's status is in its end record
-    assert result.out == b"D" + u32(7) + b"result\n" + b"X" + u32(3)
-    assert result.err == b"log line\n"
+    # stdout and stderr in records of their own, both before the end record
+    assert result.out == b"D" + u32(7) + b"result\n" + b"L" + u32(9) + b"log line\n" + b"X" + u32(3)
+    assert result.err == b""
 
 
 def test_no_output_is_only_the_end_record(shim_binary: Path) -> None:
@@ -269,3 +270,11 @@ def test_a_bad_frame_is_refused_and_nothing_runs(
     result = run(shim_binary, frame)
     assert (result.status, result.out) == (status, b"")
     assert result.err == f"faas-shim: {message}\n".encode()
+
+
+def test_the_functions_last_stderr_comes_before_its_end_record(shim_binary: Path) -> None:
+    code = 'i=0; while [ $i -lt 300 ]; do echo "log $i" >&2; i=$((i+1)); done; echo TAIL-END >&2'
+    result = run(shim_binary, script(code + "; exit 3"))
+    assert result.decoded() == (b"", exited(3))
+    expected = "".join(f"log {i}\n" for i in range(300)) + "TAIL-END\n"
+    assert result.logs == expected.encode()

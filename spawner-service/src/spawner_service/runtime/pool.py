@@ -112,15 +112,22 @@ class Pool:
 
     def take(self, shape: Shape, function: str = "") -> Parked | None:
         """A call of ``shape`` starts (``called``): its freshest parked container if any."""
-        now = self.clock()
-        state = self.called(shape, function)
-        while state.parked:
-            parked = state.parked.pop()
-            if not self._too_old(parked, now):
-                return parked
-            state.parked.appendleft(parked)  # the oldest ones are evicted by the next sweep
-            break
-        return None
+        self.called(shape, function)
+        return self.pop(shape)
+
+    def pop(self, shape: Shape) -> Parked | None:
+        """The freshest parked container of ``shape`` (for a call already ``called``), if any."""
+        state = self._shapes.get(shape)
+        if state is None or not state.parked:
+            return None
+        if self._too_old(state.parked[-1], self.clock()):
+            return None  # all are: the next sweep evicts them
+        return state.parked.pop()
+
+    def parking_of(self, shape: Shape) -> int:
+        """Parks of ``shape`` under way."""
+        state = self._shapes.get(shape)
+        return state.parking if state is not None else 0
 
     def done(self, shape: Shape) -> None:
         state = self._shapes.get(shape)

@@ -44,6 +44,7 @@ from docker.types import Mount
 from spawner_service.config import SpawnerSettings
 from spawner_service.runtime.base import RunResult, RunSpec
 from spawner_service.runtime.docker import (
+    API_TIMEOUT,
     DEADLINE_LABEL,
     KILL_GRACE,
     POOL_LABEL,
@@ -51,13 +52,15 @@ from spawner_service.runtime.docker import (
     EngineUnavailable,
     _Activation,
     _close_attach,
+    _finish,
     _ms,
+    _outcome_of,
     _pump,
     _said,
     deadline_label,
     pooled_name,
 )
-from spawner_service.runtime.images import declared_volumes
+from spawner_service.runtime.images import ImageUnavailable, declared_volumes
 from spawner_service.runtime.pool import Parked, Pool, Shape
 from spawner_service.runtime.shim import ShimCapture, ShimStatus, encode_frame
 
@@ -68,9 +71,12 @@ SHIM_NAME = "faas-shim"
 SHIM_TARGET = f"{SHIM_DIR}/{SHIM_NAME}"
 SOURCE_BUILD = Path(__file__).resolve().parents[3] / "shim" / "build"
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+PARK_MARGIN_SECONDS = 2 * API_TIMEOUT + 1
+"""Room in a parked container's deadline label for its create and start (each within the API
+timeout): it is never taken once its label says any spawner may reap it."""
 PARK_YIELD_SECONDS = 2.0
 """Longest a park waits for the cold runs under way to end before it starts anyway."""
-REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED + 1))
+REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED))
 """The shim's own exit statuses: it refused the frame or could not set up; nothing ran."""
 
 
@@ -190,14 +196,18 @@ class HandOff(_Activation):
 
     async def _no_end(self) -> RunResult | None:
         """The stream ended without the shim's end record."""
+        await self._exited()
         try:
-            state = await self._thread(self.client.api.inspect_container, self.container_id)
-            status = state["State"].get("ExitCode")
+            state = (await self._thread(self.client.api.inspect_container, self.container_id))[
+                "State"
+            ]
         except (APIError, OSError, KeyError) as exc:
-            status = None
+            state = {}
             _said("cannot inspect a prewarmed container", exc)
-        if status in REFUSED and not self.capture.stdout_total:
+        if state.get("ExitCode") in REFUSED and not self.capture.stdout_total:
             return None  # the shim refused the frame: nothing ran
+        if state.get("OOMKilled"):  # the memory limit took the shim with the function
+            return await self._exit_result(137, started=True)
         return RunResult(
             "runtime_unavailable",
             stderr_tail=self.capture.stderr_tail,
@@ -233,6 +243,11 @@ class Prewarm:
         """Cold runs (misses) under way."""
         self._engine_free = asyncio.Event()
         """Set when the last cold run under way ends."""
+        self._calls = 0
+        self._no_calls = asyncio.Event()
+        """Set when no call is under way (``close`` waits for it: a hit removes its container
+        after it)."""
+        self._no_calls.set()
         self._closed = False
         self.hits = 0
         self.misses = 0
@@ -246,7 +261,11 @@ class Prewarm:
         self._start_sweeper(client)
         shape = Shape.of(spec)
         parked = self.pool.take(shape, spec.function)
+        self._calls += 1
+        self._no_calls.clear()
         try:
+            if parked is None:
+                parked = await self._next_landing(shape)
             result = None if parked is None else await self._hand_off(client, spec, parked)
             self.hits += result is not None
             if result is None:
@@ -262,6 +281,21 @@ class Prewarm:
         finally:
             self.pool.done(shape)
             self.refill(client)
+            self._calls -= 1
+            if not self._calls:
+                self._no_calls.set()
+
+    async def _next_landing(self, shape: Shape) -> Parked | None:
+        """With a park of ``shape`` under way: wait for it, no longer than a park takes (a cold
+        start would take as long, and cost the engine one container more)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.pool.park_seconds):
+                while self.pool.parking_of(shape):
+                    self._landed.clear()
+                    await self._landed.wait()
+                    if (parked := self.pool.pop(shape)) is not None:
+                        return parked
+        return None
 
     async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
         try:
@@ -282,7 +316,7 @@ class Prewarm:
         self.refill(client)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
-                while not self.pool.parked_of(shape):
+                while not self.pool.parked_of(shape) and self.pool.parking_of(shape):
                     self._landed.clear()
                     await self._landed.wait()
         return self.pool.parked_of(shape) > 0
@@ -303,7 +337,7 @@ class Prewarm:
                 await self._yield_to_cold_runs()
                 began = time.monotonic()
                 parked = await self._start_parked(client, shape)
-        except (EngineUnavailable, DockerException, OSError, LookupError) as exc:
+        except (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError) as exc:
             self.pool.failed(shape, generation)
             self._landed.set()
             logger.warning(
@@ -337,7 +371,8 @@ class Prewarm:
         options = runtime.hardened_options(
             image_id, dict(shape.env), shape.memory_mb, declared_volumes(attrs)
         )
-        parked_until = time.time() + self.settings.pool_idle_seconds
+        # Taken no later than its idle window after it is ready; the margin covers the park.
+        parked_until = time.time() + self.settings.pool_idle_seconds + PARK_MARGIN_SECONDS
         options["labels"] |= {POOL_LABEL: "parked", DEADLINE_LABEL: deadline_label(parked_until)}
         options |= {
             "name": f"faas-pool-{os.urandom(6).hex()}",
@@ -347,7 +382,13 @@ class Prewarm:
             "pids_limit": self.settings.pids_limit + 1,  # the shim's own
             "mounts": [shim_mount(self.settings)],
         }
-        container_id = await runtime._thread(_create_blocking, client, options)
+        create = runtime._thread(_create_blocking, client, options)
+        try:
+            container_id = await _finish(create)
+        except asyncio.CancelledError:
+            if (created := _outcome_of(create)) is not None:
+                await _finish_removal(runtime, client, created)
+            raise
         sock = None
         try:
             sock = await runtime._thread(
@@ -397,8 +438,9 @@ class Prewarm:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Remove every parked container, after the parks and removals under way."""
+        """Remove every parked container, after the calls, parks and removals under way."""
         self._closed = True
+        await self._no_calls.wait()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -7,9 +7,10 @@ working directory as one length-prefixed element (empty: the image's). The bound
 statuses mirror the C header.
 
 Out: the shim's stdout is a sequence of records: ``D`` + length + bytes (the function's stdout),
-then one end record, ``X`` + the function's exit status or ``E`` + 126/127 (it could not be
-executed). ``ShimCapture`` decodes them into an ``OutputCapture``; the function writes only inside
-``D`` records, so it cannot forge the end.
+``L`` + length + bytes (its stderr: relayed too, so none of it comes after the end), then one end
+record, ``X`` + the function's exit status or ``E`` + 126/127 (it could not be
+executed). ``ShimCapture`` decodes them into an ``OutputCapture``; the function's bytes are only
+ever inside ``D`` and ``L`` records, so it cannot forge the end.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 
-from spawner_service.runtime.output import STDOUT, OutputCapture
+from spawner_service.runtime.output import STDERR, STDOUT, OutputCapture
 
 MAGIC = b"FSH\x02"
 MAX_ELEMENT = 131_071
@@ -67,7 +68,7 @@ def encode_frame(argv: Sequence[str], env: Mapping[str, str], cwd: str) -> bytes
     )
 
 
-DATA, EXITED, NOT_EXECUTED = b"D", b"X", b"E"
+DATA, LOG, EXITED, NOT_EXECUTED = b"D", b"L", b"X", b"E"
 RECORD_HEAD = 5
 
 
@@ -83,6 +84,8 @@ class ShimCapture(OutputCapture):
         """Bytes that are not a record, or bytes after the end record: not the shim's output."""
         self._head = bytearray()
         self._remaining = 0
+        self._stream = STDOUT
+        """Where the current record's bytes go: stdout (``D``) or stderr (``L``)."""
 
     @property
     def finished(self) -> bool:
@@ -96,7 +99,7 @@ class ShimCapture(OutputCapture):
         while len(view) and not self.finished:
             if self._remaining:
                 take = min(self._remaining, len(view))
-                super().write(STDOUT, bytes(view[:take]))
+                super().write(self._stream, bytes(view[:take]))
                 self._remaining -= take
                 view = view[take:]
                 continue
@@ -110,7 +113,8 @@ class ShimCapture(OutputCapture):
             self.malformed = True
 
     def _record(self, kind: bytes, value: int) -> None:
-        if kind == DATA:
+        if kind in (DATA, LOG):
+            self._stream = STDOUT if kind == DATA else STDERR
             self._remaining = value
         elif kind in (EXITED, NOT_EXECUTED):
             self.end = (kind, value)
