@@ -44,8 +44,23 @@ def _env(pairs: list[str] | None) -> dict[str, str] | None:
     return env
 
 
-def _fields(**given: Any) -> dict[str, Any]:
-    return {key: value for key, value in given.items() if value is not None}
+def _fields(
+    image: str | None,
+    description: str | None,
+    timeout: int | None,
+    memory: int | None,
+    env: list[str] | None,
+    **given: Any,
+) -> dict[str, Any]:
+    """The request body: the options given, under the API's field names."""
+    fields = given | {
+        "image": image,
+        "description": description,
+        "timeout_seconds": timeout,
+        "memory_mb": memory,
+        "env": _env(env),
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _show(session: Session, function: dict[str, Any]) -> None:
@@ -78,14 +93,7 @@ def create(
 ) -> None:
     """Register a function."""
     session = session_of(ctx)
-    body = _fields(
-        name=name,
-        image=image,
-        description=description,
-        timeout_seconds=timeout,
-        memory_mb=memory,
-        env=_env(env),
-    )
+    body = _fields(image, description, timeout, memory, env, name=name)
     with session.gateway() as gateway:
         _show(session, gateway.call("POST", PATH, json=body).body)
 
@@ -128,13 +136,7 @@ def update(
 ) -> None:
     """Change some of a function's fields (--env replaces its whole environment)."""
     session = session_of(ctx)
-    body = _fields(
-        image=image,
-        description=description,
-        timeout_seconds=timeout,
-        memory_mb=memory,
-        env=_env(env),
-    )
+    body = _fields(image, description, timeout, memory, env)
     if not body:
         raise typer.BadParameter("give at least one field to change", param_hint="options")
     with session.gateway() as gateway:
