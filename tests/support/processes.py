@@ -55,6 +55,12 @@ INHERITED_SETTINGS = frozenset(
 """Variables of the caller's environment a service must not inherit: a test gives its own."""
 
 
+def no_metrics_port(env: Mapping[str, str]) -> dict[str, str]:
+    """``METRICS_PORT=0`` unless ``env`` sets a metrics port: services started side by side on
+    one machine would all take their default metrics port."""
+    return {} if any(key.endswith("METRICS_PORT") for key in env) else {"METRICS_PORT": "0"}
+
+
 def clean_environment() -> dict[str, str]:
     """This process's environment without any service setting (``DATABASE_URL``, ``AUTH_*``)."""
     return {
@@ -166,7 +172,7 @@ class ServiceProcess(OwnProcess):
             self._start_offset = stderr.tell()
             self.process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
-                env={**clean_environment(), **self.env},
+                env={**clean_environment(), **no_metrics_port(self.env), **self.env},
                 cwd=self.directory,
                 stdout=stdout,
                 stderr=stderr,
