@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spawner_service.runtime.docker import POOL_LABEL, pooled_owner
 from tests.support.images import build, busybox_image, docker, image_exists
 from tests.support.keys import RsaKeys, generate_rsa_keys
 from tests.support.nats_cluster import NatsCluster, running_cluster
@@ -379,7 +380,9 @@ def _start_all(services: list[ServiceProcess], timeout: float = READY_TIMEOUT) -
 
 
 class ContainerEvents:
-    """Docker's ``create`` events for one topology's containers, streamed while it runs.
+    """Docker's ``create`` events for one topology's containers, streamed while it runs, and
+    the ``rename`` events of the prewarmed containers calls take (a park creates a container for
+    no execution yet; the call that takes it renames it after its execution id).
 
     ``docker events --since`` alone is not enough: the engine keeps only its last 256 events for
     queries about the past, and a burst of activations makes more than that. So a ``docker
@@ -409,6 +412,8 @@ class ContainerEvents:
                 "--filter",
                 "event=create",
                 "--filter",
+                "event=rename",
+                "--filter",
                 f"label={MANAGED_LABEL}",
                 "--format",
                 "{{json .}}",
@@ -436,9 +441,10 @@ class ContainerEvents:
                     at = int(event["timeNano"]) / 1e9
                 except (ValueError, KeyError, TypeError):
                     continue
-                if str(attributes.get(INSTANCE_LABEL, "")).startswith(self.prefix):
+                execution_id = _execution_of(event.get("Action", ""), attributes)
+                if execution_id and str(attributes.get(INSTANCE_LABEL, "")).startswith(self.prefix):
                     with self._lock:
-                        self._events.append((at, str(attributes.get(EXECUTION_LABEL, ""))))
+                        self._events.append((at, execution_id))
 
     @property
     def alive(self) -> bool:
@@ -470,21 +476,37 @@ class ContainerEvents:
             process.stdout.close()
 
 
+def _execution_of(action: str, attributes: dict[str, str]) -> str:
+    """The execution a container ``create`` or ``rename`` event is about ("": none, a park)."""
+    if action == "create":
+        return str(attributes.get(EXECUTION_LABEL, ""))
+    taken = pooled_owner({"Labels": attributes, "Names": [attributes.get("name", "")]})
+    return taken[0] if taken else ""
+
+
 def managed_containers(*, prefix: str) -> list[dict[str, str]]:
     """Containers (any state) labelled ``faas.managed-by`` whose ``faas.spawner`` label starts
-    with ``prefix``: id, spawner, execution id, state."""
+    with ``prefix``, but for prewarmed ones still parked (a running spawner keeps those): id,
+    spawner, execution id (a taken prewarmed container's from its name), state."""
     template = (
         '{{.ID}}\t{{.Label "' + INSTANCE_LABEL + '"}}\t{{.Label "' + EXECUTION_LABEL + '"}}\t'
-        "{{.State}}"
+        '{{.State}}\t{{.Names}}\t{{.Label "' + POOL_LABEL + '"}}'
     )
     output = docker("ps", "-a", "--filter", f"label={MANAGED_LABEL}", "--format", template)
     found = []
     for line in output.splitlines():
         parts = line.split("\t")
-        if len(parts) == 4 and parts[1].startswith(prefix):
-            found.append(
-                {"id": parts[0], "spawner": parts[1], "execution_id": parts[2], "state": parts[3]}
-            )
+        if len(parts) != 6 or not parts[1].startswith(prefix):
+            continue
+        execution_id = parts[2]
+        if parts[5]:
+            taken = pooled_owner({"Labels": {POOL_LABEL: parts[5]}, "Names": [parts[4]]})
+            if taken is None:
+                continue  # parked
+            execution_id = taken[0]
+        found.append(
+            {"id": parts[0], "spawner": parts[1], "execution_id": execution_id, "state": parts[3]}
+        )
     return found
 
 
