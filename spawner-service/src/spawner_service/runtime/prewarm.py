@@ -288,14 +288,17 @@ class Prewarm:
     async def _next_landing(self, shape: Shape) -> Parked | None:
         """With a park of ``shape`` under way: wait for it, no longer than a park takes (a cold
         start would take as long, and cost the engine one container more)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.pool.park_seconds):
-                while self.pool.parking_of(shape):
-                    self._landed.clear()
-                    await self._landed.wait()
-                    if (parked := self.pool.pop(shape)) is not None:
-                        return parked
-        return None
+        await self._landing(shape, self.pool.park_seconds)
+        return self.pool.pop(shape)
+
+    async def _landing(self, shape: Shape, within: float) -> None:
+        """Wait (up to ``within`` seconds) while none of ``shape`` is parked but a park of it is
+        under way."""
+
+        def waiting() -> bool:
+            return not self.pool.parked_of(shape) and self.pool.parking_of(shape) > 0
+
+        await _wait_while(self._landed, waiting, within)
 
     async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
         try:
@@ -314,11 +317,7 @@ class Prewarm:
         self.pool.called(shape, spec.function)
         self.pool.done(shape)
         self.refill(client)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(within):
-                while not self.pool.parked_of(shape) and self.pool.parking_of(shape):
-                    self._landed.clear()
-                    await self._landed.wait()
+        await self._landing(shape, within)
         return self.pool.parked_of(shape) > 0
 
     def refill(self, client: Any) -> None:
@@ -356,11 +355,7 @@ class Prewarm:
             await self._remove(client, parked)
 
     async def _yield_to_cold_runs(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(PARK_YIELD_SECONDS):
-                while self._cold:
-                    self._engine_free.clear()
-                    await self._engine_free.wait()
+        await _wait_while(self._engine_free, lambda: self._cold > 0, PARK_YIELD_SECONDS)
 
     async def _start_parked(self, client: Any, shape: Shape) -> Parked:
         runtime = self.runtime
@@ -453,6 +448,15 @@ class Prewarm:
                 _close_attach(parked.sock)
             else:
                 await self._remove(client, parked)
+
+
+async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: float) -> None:
+    """Wait while ``busy()``, re-checking each time ``event`` is set, up to ``within`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within):
+            while busy():
+                event.clear()
+                await event.wait()
 
 
 async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str) -> None:
