@@ -21,27 +21,27 @@ from faas_common.security import CurrentUser, public_jwk
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-def _hasher(request: Request) -> PasswordHasher:
+async def _hasher(request: Request) -> PasswordHasher:
     hasher: PasswordHasher = request.app.state.hasher
     return hasher
 
 
-def _issuer(request: Request) -> TokenIssuer:
+async def _issuer(request: Request) -> TokenIssuer:
     issuer: TokenIssuer = request.app.state.issuer
     return issuer
 
 
-def _throttle(request: Request) -> ThrottlePolicy:
+async def _throttle(request: Request) -> ThrottlePolicy:
     policy: ThrottlePolicy = request.app.state.throttle
     return policy
 
 
-def _clock(request: Request) -> Clock:
+async def _clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def _revocations(request: Request) -> Revocations:
+async def _revocations(request: Request) -> Revocations:
     revocations: Revocations = request.app.state.revocations
     return revocations
 

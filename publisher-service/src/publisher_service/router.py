@@ -40,17 +40,17 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 200
 router = APIRouter(prefix=PREFIX, tags=["activations"])
 
 
-def _publisher(request: Request) -> Publisher:
+async def _publisher(request: Request) -> Publisher:
     publisher: Publisher = request.app.state.publisher
     return publisher
 
 
-def _history_limit(request: Request) -> int:
+async def _history_limit(request: Request) -> int:
     limit: int = request.app.state.settings.history_limit
     return limit
 
 
-def _waiter(request: Request) -> Waiter:
+async def _waiter(request: Request) -> Waiter:
     waiter: Waiter = request.app.state.waiter
     return waiter
 

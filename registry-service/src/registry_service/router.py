@@ -32,12 +32,12 @@ from registry_service.schemas import (
 router = APIRouter(prefix="/registry", tags=["functions"])
 
 
-def _catalog(request: Request) -> FunctionCatalog:
+async def _catalog(request: Request) -> FunctionCatalog:
     catalog: FunctionCatalog = request.app.state.catalog
     return catalog
 
 
-def _admission(request: Request) -> Admission:
+async def _admission(request: Request) -> Admission:
     admission: Admission = request.app.state.admission
     return admission
 
