@@ -19,8 +19,9 @@
   delivery is not a failure: it does not count against ``SPAWNER_MAX_DELIVER``;
 - otherwise the record is moved to ``running``, the container runs with ``in_progress``
   heartbeats, the final record is stored (never over a record another delivery made final),
-  replied, and the job is acked. A record too large for a NATS message loses its result
-  (``output_too_large``), never silently cut;
+  replied, and the job is acked; then the runtime is told the call is ``settled`` (the work it
+  put off, such as parking a prewarmed container's replacement, starts). A record too large
+  for a NATS message loses its result (``output_too_large``), never silently cut;
 - the records bucket is full (its ``max_bytes``) when the job would start → not run: the reply
   says ``failed`` / ``storage_full`` and the job is terminated (a full bucket only empties as
   records expire: no retry);
@@ -342,6 +343,22 @@ class JobHandler:
 
         log.info("running", extra={"image": job.function.image, "attempt": attempt_of(msg)})
         result = await self.runtime.run(run_spec(job))
+        try:
+            await self._ran(job, msg, log, result, started_at=started_at, known=marked)
+        finally:
+            self.runtime.settled(job.execution_id)
+
+    async def _ran(
+        self,
+        job: Job,
+        msg: JobMessage,
+        log: JobLog,
+        result: RunResult,
+        *,
+        started_at: float,
+        known: Known,
+    ) -> None:
+        """After ``run``: retry a job whose container never started, else conclude it."""
         if result.outcome == "runtime_unavailable":
             self.engine_failed()
             if not result.started and not await self._last_delivery(msg, job.execution_id):
@@ -352,7 +369,7 @@ class JobHandler:
                 await self._requeue(job, result.detail or "container runtime unavailable")
                 await msg.nak(delay=self.settings.retry_delay_seconds)
                 return
-        await self._conclude(job, msg, log, result, started_at=started_at, known=marked)
+        await self._conclude(job, msg, log, result, started_at=started_at, known=known)
 
     async def _conclude(
         self,

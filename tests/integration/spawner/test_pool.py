@@ -8,9 +8,11 @@ The busybox image's ENTRYPOINT is ``sh -c``: the argument is a shell script.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from faas_common.nats import ensure_kv
 from spawner_service.app import make_runtime as app_runtime
 from spawner_service.config import SpawnerSettings
 from spawner_service.drain import FunctionChanges
+from spawner_service.runtime import prewarm
 from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach
 from spawner_service.runtime.pool import Shape
 from spawner_service.runtime.prewarm import HandOff, PooledRuntime
@@ -191,6 +194,57 @@ async def test_a_new_value_in_the_functions_bucket_drains_the_function(
         await changes.stop()
 
 
+# --- parks give way to cold runs --------------------------------------------------------------
+
+
+def started_at(client: Any, container_id: str) -> float:
+    """When the engine says the container's process started (epoch seconds)."""
+    stamp = client.api.inspect_container(container_id)["State"]["StartedAt"]
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
+    return seconds + float(f"0.{fraction or 0}")
+
+
+@pytest.mark.docker
+async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
+    pooled: Callable[..., PooledRuntime],
+    spec: SpecFactory,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = pooled()
+    loop = asyncio.get_running_loop()
+    created, go = asyncio.Event(), threading.Event()
+    create = prewarm._create_blocking
+
+    def create_then_hold(client: Any, options: dict[str, Any]) -> str:
+        container_id = create(client, options)
+        loop.call_soon_threadsafe(created.set)
+        go.wait(30)
+        return container_id
+
+    monkeypatch.setattr(prewarm, "_create_blocking", create_then_hold)
+    warm = spec("echo warm")
+    warming = asyncio.create_task(runtime.prewarm.warm(warm))
+    await asyncio.wait_for(created.wait(), 30)  # the park is under way: created, not started
+    cold = spec("sleep 1; echo cold", memory_mb=32)  # another shape: a miss, run cold
+    running = asyncio.create_task(runtime.run(cold))
+    await until(lambda: len(containers_of(docker_client, cold.execution_id)) == 1)
+    go.set()
+    result = await running
+    cold_ended = time.time()
+    assert result.stdout == b"cold\n"
+    assert "pool" not in result.timings
+    assert await warming
+    [parked] = [
+        container_id
+        for container_id in parked_ids(docker_client, runtime)
+        if docker_client.api.inspect_container(container_id)["HostConfig"]["Memory"] != 32 << 20
+    ]
+    # Started once the cold run was over, not while its container slept (a second earlier).
+    assert started_at(docker_client, parked) > cold_ended - 0.5
+
+
 # --- adoption ---------------------------------------------------------------------------------
 
 
@@ -208,11 +262,16 @@ async def test_a_taken_container_of_a_dead_spawner_is_adopted(
     assert parked is not None
     handoff = HandOff(dead, await dead._connected(), job, parked)
     call = asyncio.create_task(handoff.execute())
-    await until(lambda: "pool" in handoff.timings)  # renamed, frame written
-    # The spawner dies: its call stops, its connection goes, nothing removes the container.
+    await until(lambda: "pool" in handoff.timings)  # rename sent, frame written
+    # The spawner dies: its call stops, its connections go (the rename's before its answer),
+    # nothing removes the container. The engine still renames it for the execution.
     call.cancel()
-    await asyncio.gather(call, return_exceptions=True)
+    renaming = [handoff.renaming] if handoff.renaming is not None else []
+    for task in renaming:
+        task.cancel()
+    await asyncio.gather(call, *renaming, return_exceptions=True)
     _close_attach(parked.sock)
+    await until(lambda: len(containers_of(docker_client, job.execution_id)) == 1)
     [taken] = await asyncio.to_thread(containers_of, docker_client, job.execution_id)
     assert taken["State"] == "running"
 

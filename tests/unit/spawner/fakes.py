@@ -79,6 +79,7 @@ class FakeRuntime:
         self.request_ids: list[str | None] = []
         self.statuses_seen: list[str] = []
         self.store: FakeStore | None = None
+        self.settled_ids: list[str] = []
 
     async def run(self, spec: RunSpec) -> RunResult:
         self.specs.append(spec)
@@ -97,6 +98,9 @@ class FakeRuntime:
     async def adopt(self, spec: RunSpec) -> RunResult | None:
         self.adoptions.append(spec)
         return self.adopted
+
+    def settled(self, execution_id: str) -> None:
+        self.settled_ids.append(execution_id)
 
     async def remove_stale(self, now: float) -> int:
         return 0

@@ -150,6 +150,34 @@ async def test_a_job_runs_and_is_reported_then_acked() -> None:
     assert harness.replies.sent == [(job.reply_subject, record)]
 
 
+async def test_the_runtime_hears_the_call_is_settled_once_its_result_is_stored_and_replied() -> (
+    None
+):
+    harness = Harness(FakeRuntime(RunResult("succeeded", exit_code=0, stdout=b"hi\n")))
+    job = make_job()
+    harness.store.seed(job.user_id, queued_record(job))
+    msg = FakeMsg(job.model_dump_json().encode(), delivered=1)
+    seen: list[tuple[str, str, int, list[tuple[str, float | None]]]] = []
+
+    def settled(execution_id: str) -> None:
+        seen.append(
+            (execution_id, harness.store.history[-1], len(harness.replies.sent), msg.actions)
+        )
+
+    harness.runtime.settled = settled  # type: ignore[method-assign]
+    await harness.handler.handle(msg)
+    assert seen == [(job.execution_id, "succeeded", 1, [("ack", None)])]
+
+
+async def test_a_run_retried_because_its_container_never_started_is_settled_too() -> None:
+    result = RunResult("runtime_unavailable", detail="cannot reach the Docker engine")
+    harness = Harness(FakeRuntime(result))
+    job = make_job()
+    msg = await harness.handle(job, delivered=1)
+    assert msg.actions == [("nak", harness.settings.retry_delay_seconds)]
+    assert harness.runtime.settled_ids == [job.execution_id]
+
+
 async def test_the_run_spec_comes_from_the_job() -> None:
     harness = Harness()
     job = make_job(argument="a 'quoted' $(arg)\n")

@@ -78,8 +78,8 @@ class ContainerRuntime(Protocol):
     async def run(self, spec: RunSpec) -> RunResult:
         """Run one activation to its end; never raises for a function's or an engine's failure
         (those are outcomes). The container is gone when this returns, even when cancelled, or
-        (a prewarmed container's) on its way out: removed off the request path, before
-        ``close`` returns."""
+        (a prewarmed container's) on its way out: removed off the request path once the call is
+        ``settled`` (or a few seconds later), before ``close`` returns."""
 
     async def adopt(self, spec: RunSpec) -> RunResult | None:
         """Take over the container a previous delivery of ``spec.execution_id`` started on this
@@ -90,6 +90,11 @@ class ContainerRuntime(Protocol):
         again). None when there is no such container, or only one that never started (it is
         removed): nothing ran here, the caller may run the job. Never raises for an engine's
         failure; the container is gone when this returns, even when cancelled."""
+
+    def settled(self, execution_id: str) -> None:
+        """The activation's final record is stored and replied: the work ``run`` put off so as
+        not to slow that down (a prewarmed container's removal, the parking of its
+        replacement) starts now. A runtime that puts nothing off does nothing."""
 
     async def remove_stale(self, now: float) -> int:
         """Remove leftover managed containers whose deadline passed long before ``now``

@@ -949,6 +949,9 @@ class DockerRuntime:
             return None
         return await _Adoption(self, client, spec, found).execute()
 
+    def settled(self, execution_id: str) -> None:
+        """A cold run puts nothing off: its container is removed before ``run`` returns."""
+
     # --- housekeeping ---------------------------------------------------------------------
 
     def _remove_stale_blocking(self, client: Any, now: float) -> int:

@@ -62,6 +62,7 @@ from spawner_service.runtime.docker import (
 )
 from spawner_service.runtime.images import ImageUnavailable, declared_volumes
 from spawner_service.runtime.pool import Parked, Pool, Shape
+from spawner_service.runtime.rename import RenameRefused, engine_socket, send_rename
 from spawner_service.runtime.shim import ShimCapture, ShimStatus, encode_frame
 
 logger = logging.getLogger("spawner.pool")
@@ -74,6 +75,10 @@ ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": 
 PARK_MARGIN_SECONDS = 2 * API_TIMEOUT + 1
 """Room in a parked container's deadline label for its create and start (each within the API
 timeout): it is never taken once its label says any spawner may reap it."""
+SETTLE_SECONDS = 2.0
+"""Longest a call's deferred work (its container's removal, the refill) waits for ``settled``."""
+REPLY_GRACE_SECONDS = 0.02
+"""After ``settled``, time for the reply to reach its caller before the engine work begins."""
 PARK_YIELD_SECONDS = 2.0
 """Longest a park waits for the cold runs under way to end before it starts anyway."""
 REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED))
@@ -138,6 +143,8 @@ class HandOff(_Activation):
         self.capture: ShimCapture = ShimCapture(
             stdout_limit=self.settings.output_limit_bytes, stderr_tail=self.settings.log_tail_bytes
         )
+        self.renaming: asyncio.Task[None] | None = None
+        """The engine's answer to the rename, when it is read off the call's path."""
 
     async def execute(self) -> RunResult | None:
         spec, parked = self.spec, self.parked
@@ -147,9 +154,7 @@ class HandOff(_Activation):
         started = time.monotonic()
         deadline = time.time() + spec.timeout_seconds
         try:
-            await self._thread(
-                self.client.api.rename, self.container_id, pooled_name(spec.execution_id, deadline)
-            )
+            await self._rename(pooled_name(spec.execution_id, deadline))
             await self._thread(_send_blocking, parked.sock, encode_frame(argv, {}, ""))
         except (APIError, OSError) as exc:
             logger.warning(
@@ -165,6 +170,16 @@ class HandOff(_Activation):
             return await self._wait(reader)
         finally:
             stop.set()
+
+    async def _rename(self, name: str) -> None:
+        """Name the container for the call before its frame goes (``runtime/rename.py``): over
+        the engine's unix socket the answer is left to ``renaming``, else it is awaited."""
+        socket_path = engine_socket(self.client)
+        if socket_path is None:
+            await self._thread(self.client.api.rename, self.container_id, name)
+            return
+        api_version = str(self.client.api.api_version)
+        self.renaming = await send_rename(socket_path, api_version, self.container_id, name)
 
     async def _wait(self, reader: asyncio.Future[None]) -> RunResult | None:
         running = time.monotonic()
@@ -248,6 +263,8 @@ class Prewarm:
         """Set when no call is under way (``close`` waits for it: a hit removes its container
         after it)."""
         self._no_calls.set()
+        self._deferred: dict[str, list[Callable[[], None]]] = {}
+        """Per execution, the work put off until its call is settled."""
         self._closed = False
         self.hits = 0
         self.misses = 0
@@ -280,7 +297,7 @@ class Prewarm:
             return result
         finally:
             self.pool.done(shape)
-            self.refill(client)
+            self._defer(spec.execution_id, functools.partial(self.refill, client))
             self._calls -= 1
             if not self._calls:
                 self._no_calls.set()
@@ -301,13 +318,36 @@ class Prewarm:
         await _wait_while(self._landed, waiting, within)
 
     async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
+        hand_off = HandOff(self.runtime, client, spec, parked)
         try:
-            result = await HandOff(self.runtime, client, spec, parked).execute()
+            result = await hand_off.execute()
         finally:
-            self._background(self._remove(client, parked))
+            removal = self._remove(client, parked, hand_off.renaming)
+            self._defer(spec.execution_id, lambda: self._background(removal))
         if result is not None:
-            self.runtime._note_use(client, parked.image_id, spec.image)
+            self._defer(
+                spec.execution_id,
+                functools.partial(self.runtime._note_use, client, parked.image_id, spec.image),
+            )
         return result
+
+    def _defer(self, execution_id: str, work: Callable[[], None]) -> None:
+        """Put ``work`` off until the call is ``settled`` (its engine calls and NATS writes
+        would slow the storing and replying of its result), no longer than ``SETTLE_SECONDS``."""
+        pending = self._deferred.setdefault(execution_id, [])
+        if not pending:
+            asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._resume, execution_id)
+        pending.append(work)
+
+    def settled(self, execution_id: str) -> None:
+        """The call's result is stored and replied: the work put off for it starts once the
+        reply has had ``REPLY_GRACE_SECONDS`` to reach its caller."""
+        if execution_id in self._deferred:
+            asyncio.get_running_loop().call_later(REPLY_GRACE_SECONDS, self._resume, execution_id)
+
+    def _resume(self, execution_id: str) -> None:
+        for work in self._deferred.pop(execution_id, []):
+            work()
 
     async def warm(self, spec: RunSpec, within: float = 60.0) -> bool:
         """Park a container of ``spec``'s shape as if it had just been called, and wait (up to
@@ -335,7 +375,7 @@ class Prewarm:
             async with self._parks:
                 await self._yield_to_cold_runs()
                 began = time.monotonic()
-                parked = await self._start_parked(client, shape)
+                parked, yielded = await self._start_parked(client, shape)
         except (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError) as exc:
             self.pool.failed(shape, generation)
             self._landed.set()
@@ -346,7 +386,7 @@ class Prewarm:
         except BaseException:
             self.pool.failed(shape, generation)
             raise
-        took = time.monotonic() - began
+        took = time.monotonic() - began - yielded  # the engine's time, not the wait for it
         if self._closed:
             self.pool.failed(shape, generation)
         kept = not self._closed and self.pool.landed(parked, generation, took)
@@ -354,10 +394,15 @@ class Prewarm:
         if not kept:
             await self._remove(client, parked)
 
-    async def _yield_to_cold_runs(self) -> None:
+    async def _yield_to_cold_runs(self) -> float:
+        """Wait while cold runs are under way (up to ``PARK_YIELD_SECONDS``); seconds waited."""
+        began = time.monotonic()
         await _wait_while(self._engine_free, lambda: self._cold > 0, PARK_YIELD_SECONDS)
+        return time.monotonic() - began
 
-    async def _start_parked(self, client: Any, shape: Shape) -> Parked:
+    async def _start_parked(self, client: Any, shape: Shape) -> tuple[Parked, float]:
+        """A container of ``shape`` created, attached and started; and the seconds it waited
+        for cold runs before its start."""
         runtime = self.runtime
         attrs = await runtime._inspect(client, shape.image)
         if attrs is None:
@@ -391,6 +436,7 @@ class Prewarm:
                 container_id,
                 params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
             )
+            yielded = await self._yield_to_cold_runs()  # the start is most of a park's cost
             await runtime._thread(client.api.start, container_id)
         except BaseException:
             if sock is not None:
@@ -398,7 +444,7 @@ class Prewarm:
             await _finish_removal(runtime, client, container_id)
             raise
         entrypoint = list((attrs.get("Config") or {}).get("Entrypoint") or [])
-        return Parked(container_id, shape, sock, entrypoint, image_id, time.monotonic())
+        return Parked(container_id, shape, sock, entrypoint, image_id, time.monotonic()), yielded
 
     def drain(self, function: str) -> None:
         """``function`` changed or went: its shapes' parked containers go."""
@@ -423,8 +469,12 @@ class Prewarm:
             self._remove_all(self.pool.expired())
             self.refill(client)
 
-    async def _remove(self, client: Any, parked: Parked) -> None:
+    async def _remove(
+        self, client: Any, parked: Parked, renaming: asyncio.Task[None] | None = None
+    ) -> None:
         _close_attach(parked.sock)
+        if renaming is not None:  # never removed before its rename is done: one or the other
+            await _renamed(renaming, parked.container_id)
         await _finish_removal(self.runtime, client, parked.container_id)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -436,6 +486,8 @@ class Prewarm:
         """Remove every parked container, after the calls, parks and removals under way."""
         self._closed = True
         await self._no_calls.wait()
+        for execution_id in list(self._deferred):
+            self._resume(execution_id)
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -457,6 +509,16 @@ async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: fl
             while busy():
                 event.clear()
                 await event.wait()
+
+
+async def _renamed(renaming: asyncio.Task[None], container_id: str) -> None:
+    try:
+        await renaming
+    except (RenameRefused, OSError, TimeoutError) as exc:
+        # The call went on: only an adoption after a crash would not have found the container.
+        logger.warning(
+            "taken container not renamed", extra={"container": container_id[:12], "error": str(exc)}
+        )
 
 
 async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str) -> None:
@@ -492,6 +554,9 @@ class PooledRuntime(DockerRuntime):
 
     def drain(self, function: str) -> None:
         self.prewarm.drain(function)
+
+    def settled(self, execution_id: str) -> None:
+        self.prewarm.settled(execution_id)
 
     async def close(self) -> None:
         await self.prewarm.close()

@@ -1,0 +1,76 @@
+"""A prewarmed container's rename, on its way to the engine before the call's frame.
+
+A call takes a parked container by renaming it for its execution (``docker.pooled_name``): a
+spawner that adopts the job after this one died finds the container by that name. The rename has
+to reach the engine before the function can start, but the engine's answer takes about 8 ms (it
+writes the container's configuration to disk), and waiting for it would be on every call's path.
+So the request is written on a connection of its own to the engine's unix socket, and the frame
+only once the whole request is in the socket: the engine carries out a request it has received
+even if this spawner dies right after. The answer is read off the call's path (the returned
+task). An engine reached any other way (TCP, SSH) has no such socket: ``engine_socket`` is None
+and the caller renames through the SDK, awaiting the answer, before the frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+ANSWER_TIMEOUT = 60.0
+ANSWER_HEAD_BYTES = 64 * 1024
+"""The most of an answer's head and body read (for a refusal's message)."""
+
+
+class RenameRefused(Exception):
+    """The engine answered the rename with an error status."""
+
+
+def engine_socket(client: Any) -> str | None:
+    """The path of the unix socket ``client`` reaches its engine through, or None."""
+    try:
+        adapter = client.api.get_adapter(client.api.base_url)
+    except Exception:  # the SDK's adapters raise their own kinds for unknown schemes
+        return None
+    path = getattr(adapter, "socket_path", None)
+    return path if isinstance(path, str) and path else None
+
+
+def rename_request(api_version: str, container_id: str, name: str) -> bytes:
+    """The HTTP request of ``POST /containers/{id}/rename`` (one request per connection)."""
+    target = f"/v{api_version}/containers/{quote(container_id, safe='')}/rename?name={quote(name)}"
+    return (
+        f"POST {target} HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ).encode("ascii")
+
+
+async def send_rename(
+    socket_path: str, api_version: str, container_id: str, name: str
+) -> asyncio.Task[None]:
+    """Write the rename request to the engine; returns once all of it is in the socket, with
+    the task that reads the answer (``RenameRefused`` for an error status, ``OSError`` or
+    ``TimeoutError`` when there is none). Raises ``OSError`` when the request cannot be sent."""
+    reader, writer = await asyncio.open_unix_connection(socket_path)
+    try:
+        writer.write(rename_request(api_version, container_id, name))
+        await writer.drain()
+        while writer.transport.get_write_buffer_size():
+            await asyncio.sleep(0)  # not all of it in the socket yet (never seen: ~200 bytes)
+            await writer.drain()
+    except BaseException:
+        writer.close()
+        raise
+    answer = asyncio.create_task(_answer(reader), name=f"rename-{container_id[:12]}")
+    answer.add_done_callback(lambda _: writer.close())  # also when cancelled before it ran
+    return answer
+
+
+async def _answer(reader: asyncio.StreamReader) -> None:
+    async with asyncio.timeout(ANSWER_TIMEOUT):
+        status_line = await reader.readline()
+        parts = status_line.split(maxsplit=2)
+        status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
+        if not 200 <= status < 300:
+            rest = await reader.read(ANSWER_HEAD_BYTES)
+            said = (status_line + rest).decode("utf-8", "replace").strip()
+            raise RenameRefused(said.splitlines()[-1] if said else "no answer")
