@@ -404,14 +404,16 @@ def test_the_readme_hello_function(alice: User, images: Images) -> None:
     assert "run;dur=" in response.headers["Server-Timing"]
 
 
-def test_the_next_call_of_a_function_takes_a_parked_container(
+def test_a_function_called_again_has_its_next_call_take_a_parked_container(
     platform: Platform, images: Images
 ) -> None:
     alice = platform.alice
     name = unique("warm")
     alice.create_function(name, images.hello, timeout_seconds=10)
-    assert succeeded(publish(alice, name, "first"))["result"] == "FIRST"
-    # After a call, the spawner parks a container of the function's image, env and memory.
+    for argument in ("first", "again"):
+        assert succeeded(publish(alice, name, argument))["result"] == argument.upper()
+    # Called twice (SPAWNER_POOL_PARK_AFTER_CALLS): the spawner parks a container of the
+    # function's image, env and memory.
     deadline = time.monotonic() + POLL_SECONDS
     while not parked_of(platform.instance, images.hello) and time.monotonic() < deadline:
         time.sleep(0.2)

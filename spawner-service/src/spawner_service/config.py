@@ -90,6 +90,10 @@ class SpawnerSettings(CommonSettings):
     """The memory limits of all parked containers together at most (MiB)."""
     pool_idle_seconds: float = Field(120.0, gt=0, le=3600)
     """A shape not called for this long has its parked containers removed."""
+    pool_park_after_calls: int = Field(2, ge=1, le=100)
+    """A shape is parked for once it had this many calls, the first of them no longer than
+    ``pool_idle_seconds`` before the last (a function called once is not parked for: its park
+    would only compete with other calls' cold starts)."""
     pool_parallel_parks: int = Field(2, ge=1, le=64)
     """Containers being created and started for the pool at once (refills compete with the
     cold starts of misses for the engine)."""

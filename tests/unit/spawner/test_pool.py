@@ -29,7 +29,13 @@ _ids = itertools.count()
 
 
 def pool_of(clock: Clock, **settings: Any) -> Pool:
-    values: dict[str, Any] = {"pool_idle_seconds": IDLE, "pool_max_per_function": 4}
+    """A pool that parks for a shape from its first call on, unless ``settings`` say otherwise
+    (the rules below hold for any ``pool_park_after_calls``; its own tests are further down)."""
+    values: dict[str, Any] = {
+        "pool_idle_seconds": IDLE,
+        "pool_max_per_function": 4,
+        "pool_park_after_calls": 1,
+    }
     return Pool(make_settings(**(values | settings)), clock)
 
 
@@ -85,6 +91,42 @@ def test_a_called_shape_wants_one_and_the_next_call_takes_it() -> None:
     assert pool.take(SMALL) == landed[0]
     assert pool.take(SMALL) is None
     assert pool.parked_of(SMALL) == 0
+
+
+def test_by_default_a_shape_is_parked_for_from_its_second_call_on() -> None:
+    clock = Clock()
+    pool = Pool(make_settings(pool_idle_seconds=IDLE), clock)
+    assert pool.settings.pool_park_after_calls == 2
+    calls(pool, SMALL, 1)
+    assert pool.wanted() == ([], [])  # called once: maybe never again
+    clock.now += IDLE - 1
+    calls(pool, SMALL, 1)
+    assert shapes_of(pool.wanted()[0]) == [SMALL]
+
+
+def test_calls_further_apart_than_the_idle_window_are_not_repeated_calls() -> None:
+    clock = Clock()
+    pool = pool_of(clock, pool_park_after_calls=3)
+    for _ in range(2):
+        calls(pool, SMALL, 1)
+        clock.now += IDLE / 2
+    clock.now += 1  # the third call comes more than the idle window after the first
+    calls(pool, SMALL, 1)
+    assert pool.wanted() == ([], [])
+    calls(pool, SMALL, 1)  # the last three are within the window of each other
+    assert shapes_of(pool.wanted()[0]) == [SMALL]
+
+
+def test_a_drained_shape_needs_its_repeated_calls_again() -> None:
+    clock = Clock()
+    pool = pool_of(clock, pool_park_after_calls=2)
+    for _ in range(2):
+        calls(pool, SMALL, 1, function="alice/f")
+    [(_, generation)] = pool.wanted()[0]
+    pool.failed(SMALL, generation)
+    pool.drain("alice/f")
+    calls(pool, SMALL, 1, function="alice/f")
+    assert pool.wanted() == ([], [])
 
 
 def test_parks_under_way_count_towards_the_target() -> None:

@@ -6,12 +6,15 @@ shape are interchangeable; each serves exactly one call and is then removed.
 
 Sizing follows demand, per shape:
 
-- a shape called within the last ``pool_idle_seconds`` wants as many parked containers as it had
-  calls in flight at its peak over that window, or as its recent call rate uses up while one
-  container is being parked (calls per second over the last ``RATE_WINDOW`` seconds times the
-  time a park takes), whichever is more, at least one and at most ``pool_max_per_function``; a
-  shape not called for that long wants none (its parked containers are evicted), so nothing
-  stays parked for functions nobody calls;
+- a shape is parked for only once it had ``pool_park_after_calls`` calls within
+  ``pool_idle_seconds`` of each other (a function called once would only have its park compete
+  with the cold starts of other calls);
+- such a shape, called within the last ``pool_idle_seconds``, wants as many parked containers
+  as it had calls in flight at its peak over that window, or as its recent call rate uses up
+  while one container is being parked (calls per second over the last ``RATE_WINDOW`` seconds
+  times the time a park takes), whichever is more, at least one and at most
+  ``pool_max_per_function``; a shape not called for that long wants none (its parked
+  containers are evicted), so nothing stays parked for functions nobody calls;
 - all shapes together hold at most ``pool_max_parked`` containers and ``pool_max_memory_mb`` of
   memory limits; a shape that wants one more when the pool is full takes the place of a parked
   container of the shape called least recently, if that shape was called before it;
@@ -75,7 +78,9 @@ class _ShapeState:
     in_use: int = 0
     peak: int = 0
     peak_at: float = 0.0
-    last_call: float = 0.0
+    last_call: float = -math.inf
+    recent: deque[float] = field(default_factory=deque)
+    """When its last ``pool_park_after_calls`` calls started."""
     generation: int = 0
     functions: set[str] = field(default_factory=set)
     calls: deque[float] = field(default_factory=deque)
@@ -103,6 +108,9 @@ class Pool:
         state = self._shapes.setdefault(shape, _ShapeState())
         state.last_call = now
         state.calls.append(now)
+        state.recent.append(now)
+        while len(state.recent) > self.settings.pool_park_after_calls:
+            state.recent.popleft()
         state.in_use += 1
         if function:
             state.functions.add(function)
@@ -206,6 +214,7 @@ class Pool:
         state.generation += 1
         state.last_call, state.peak = -math.inf, 0
         state.calls.clear()
+        state.recent.clear()
         gone = list(state.parked)
         state.parked.clear()
         return gone
@@ -226,13 +235,19 @@ class Pool:
     # --- rules ---------------------------------------------------------------------------
 
     def _target(self, state: _ShapeState, now: float) -> int:
-        if now - state.last_call > self.settings.pool_idle_seconds:
+        idle = self.settings.pool_idle_seconds
+        if now - state.last_call > idle or not self._repeated(state):
             return 0
         while state.calls and state.calls[0] < now - RATE_WINDOW:
             state.calls.popleft()
         rate = len(state.calls) / RATE_WINDOW
         wanted = max(1, state.peak, math.ceil(rate * self.park_seconds))
         return min(self.settings.pool_max_per_function, wanted)
+
+    def _repeated(self, state: _ShapeState) -> bool:
+        """Whether the shape had ``pool_park_after_calls`` calls within the idle window."""
+        recent, enough = state.recent, self.settings.pool_park_after_calls
+        return len(recent) >= enough and recent[-1] - recent[0] <= self.settings.pool_idle_seconds
 
     def _too_old(self, parked: Parked, now: float) -> bool:
         return now - parked.parked_at > self.settings.pool_idle_seconds

@@ -8,13 +8,16 @@ waits on stdin. A call of the same shape (``runtime/pool.py``) takes it:
 
 1. rename it ``faas-<execution id>-<random>-<deadline>``: from then on it belongs to that
    execution, and a spawner that adopts the job after this one died finds it by name, with its
-   deadline (a container's labels cannot change);
+   deadline (a container's labels cannot change). The request is wholly with the engine before
+   the next step, its answer is read off the call's path (``runtime/rename.py``);
 2. write the frame (the image's ENTRYPOINT plus the argument; env and working directory are the
    container's own, as the engine made them from the image and the function) on its stdin;
 3. read its output like a cold run's, the shim's records decoded (``ShimCapture``): the result is
    there the moment the shim reports the function's exit, without waiting for the engine's
    notice of the container's end; the timeout counts from the hand-off;
-4. remove it off the request path; a new one is parked in its place (``Prewarm.refill``).
+4. remove it off the request path, and park a new one in its place (``Prewarm.refill``), once
+   the call is settled (its result stored and replied: ``settled``), so that their engine work
+   does not slow that down; the parks count as under way from the call's end.
 
 A parked container that cannot take the call (gone, its stdin closed, the argv cannot be
 written) is removed and the call runs cold: nothing ran in it. The shim is the spawner's own file:
@@ -76,7 +79,7 @@ PARK_MARGIN_SECONDS = 2 * API_TIMEOUT + 1
 """Room in a parked container's deadline label for its create and start (each within the API
 timeout): it is never taken once its label says any spawner may reap it."""
 SETTLE_SECONDS = 2.0
-"""Longest a call's deferred work (its container's removal, the refill) waits for ``settled``."""
+"""Longest the work a call leads to (its container's removal, the refill) waits for ``settled``."""
 REPLY_GRACE_SECONDS = 0.02
 """After ``settled``, time for the reply to reach its caller before the engine work begins."""
 PARK_YIELD_SECONDS = 2.0
@@ -263,8 +266,8 @@ class Prewarm:
         """Set when no call is under way (``close`` waits for it: a hit removes its container
         after it)."""
         self._no_calls.set()
-        self._deferred: dict[str, list[Callable[[], None]]] = {}
-        """Per execution, the work put off until its call is settled."""
+        self._settling: dict[str, asyncio.Event] = {}
+        """Per call, set once it is settled: the engine work it led to waits for that."""
         self._closed = False
         self.hits = 0
         self.misses = 0
@@ -297,7 +300,7 @@ class Prewarm:
             return result
         finally:
             self.pool.done(shape)
-            self._defer(spec.execution_id, functools.partial(self.refill, client))
+            self.refill(client, after=self._settling_of(spec.execution_id))
             self._calls -= 1
             if not self._calls:
                 self._no_calls.set()
@@ -322,56 +325,65 @@ class Prewarm:
         try:
             result = await hand_off.execute()
         finally:
-            removal = self._remove(client, parked, hand_off.renaming)
-            self._defer(spec.execution_id, lambda: self._background(removal))
+            after = self._settling_of(spec.execution_id)
+            self._background(self._remove(client, parked, hand_off.renaming, after))
         if result is not None:
-            self._defer(
-                spec.execution_id,
-                functools.partial(self.runtime._note_use, client, parked.image_id, spec.image),
-            )
+            self.runtime._note_use(client, parked.image_id, spec.image)
         return result
 
-    def _defer(self, execution_id: str, work: Callable[[], None]) -> None:
-        """Put ``work`` off until the call is ``settled`` (its engine calls and NATS writes
-        would slow the storing and replying of its result), no longer than ``SETTLE_SECONDS``."""
-        pending = self._deferred.setdefault(execution_id, [])
-        if not pending:
+    def _settling_of(self, execution_id: str) -> asyncio.Event:
+        """Set once the call is ``settled``, or ``SETTLE_SECONDS`` after it ended: the removal
+        and the parks it leads to wait for it (their engine calls would slow the storing and
+        replying of its result), while counting as under way."""
+        event = self._settling.get(execution_id)
+        if event is None:
+            event = self._settling[execution_id] = asyncio.Event()
             asyncio.get_running_loop().call_later(SETTLE_SECONDS, self._resume, execution_id)
-        pending.append(work)
+        return event
 
     def settled(self, execution_id: str) -> None:
-        """The call's result is stored and replied: the work put off for it starts once the
-        reply has had ``REPLY_GRACE_SECONDS`` to reach its caller."""
-        if execution_id in self._deferred:
+        """The call's result is stored and replied: the work it led to starts once the reply
+        has had ``REPLY_GRACE_SECONDS`` to reach its caller."""
+        if execution_id in self._settling:
             asyncio.get_running_loop().call_later(REPLY_GRACE_SECONDS, self._resume, execution_id)
 
     def _resume(self, execution_id: str) -> None:
-        for work in self._deferred.pop(execution_id, []):
-            work()
+        if (event := self._settling.pop(execution_id, None)) is not None:
+            event.set()
 
     async def warm(self, spec: RunSpec, within: float = 60.0) -> bool:
-        """Park a container of ``spec``'s shape as if it had just been called, and wait (up to
-        ``within`` seconds) until one is parked; whether one is."""
+        """Park a container of ``spec``'s shape as if it had just been called often enough
+        (``SPAWNER_POOL_PARK_AFTER_CALLS``), and wait (up to ``within`` seconds) until one is
+        parked; whether one is."""
         client = await self.runtime._connected()
         shape = Shape.of(spec)
-        self.pool.called(shape, spec.function)
-        self.pool.done(shape)
+        for _ in range(self.settings.pool_park_after_calls):
+            self.pool.called(shape, spec.function)
+            self.pool.done(shape)
         self.refill(client)
         await self._landing(shape, within)
         return self.pool.parked_of(shape) > 0
 
-    def refill(self, client: Any) -> None:
-        """Start the parks the pool wants now; remove what it evicts for them."""
+    def refill(self, client: Any, *, after: asyncio.Event | None = None) -> None:
+        """Start the parks the pool wants now (their engine work once ``after`` is set);
+        remove what it evicts for them."""
         if self._closed:
             return
         parks, evicted = self.pool.wanted()
         for parked in evicted:
-            self._background(self._remove(client, parked))
+            self._background(self._remove(client, parked, after=after))
         for shape, generation in parks:
-            self._background(self._park(client, shape, generation))
+            self._background(self._park(client, shape, generation, after))
 
-    async def _park(self, client: Any, shape: Shape, generation: int) -> None:
+    async def _park(
+        self, client: Any, shape: Shape, generation: int, after: asyncio.Event | None
+    ) -> None:
         try:
+            if after is not None:
+                await after.wait()
+            if self._closed:
+                self.pool.failed(shape, generation)
+                return
             async with self._parks:
                 await self._yield_to_cold_runs()
                 began = time.monotonic()
@@ -470,8 +482,14 @@ class Prewarm:
             self.refill(client)
 
     async def _remove(
-        self, client: Any, parked: Parked, renaming: asyncio.Task[None] | None = None
+        self,
+        client: Any,
+        parked: Parked,
+        renaming: asyncio.Task[None] | None = None,
+        after: asyncio.Event | None = None,
     ) -> None:
+        if after is not None:
+            await after.wait()
         _close_attach(parked.sock)
         if renaming is not None:  # never removed before its rename is done: one or the other
             await _renamed(renaming, parked.container_id)
@@ -486,7 +504,7 @@ class Prewarm:
         """Remove every parked container, after the calls, parks and removals under way."""
         self._closed = True
         await self._no_calls.wait()
-        for execution_id in list(self._deferred):
+        for execution_id in list(self._settling):
             self._resume(execution_id)
         if self._sweeper is not None:
             self._sweeper.cancel()
