@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from spawner_service.app import make_runtime as app_runtime
 from spawner_service.config import SpawnerSettings
 from spawner_service.drain import FunctionChanges
 from spawner_service.runtime import prewarm
+from spawner_service.runtime.base import RunResult, RunSpec
 from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach
 from spawner_service.runtime.pool import Shape
 from spawner_service.runtime.prewarm import HandOff, PooledRuntime
@@ -205,13 +207,24 @@ def started_at(client: Any, container_id: str) -> float:
     return seconds + float(f"0.{fraction or 0}")
 
 
-@pytest.mark.docker
-async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
+@dataclass
+class HeldPark:
+    """A park of ``warm``'s shape held after its create while a cold run of another shape
+    (``cold``, a ``sleep 1``) gets under way; both released by ``release``."""
+
+    warming: asyncio.Task[bool]
+    running: asyncio.Task[RunResult]
+    warm: RunSpec
+    cold: RunSpec
+
+
+@pytest.fixture
+async def held_park(
     pooled: Callable[..., PooledRuntime],
     spec: SpecFactory,
     docker_client: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> AsyncIterator[tuple[PooledRuntime, HeldPark, threading.Event]]:
     runtime = pooled()
     loop = asyncio.get_running_loop()
     created, go = asyncio.Event(), threading.Event()
@@ -230,12 +243,24 @@ async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
     cold = spec("sleep 1; echo cold", memory_mb=32)  # another shape: a miss, run cold
     running = asyncio.create_task(runtime.run(cold))
     await until(lambda: len(containers_of(docker_client, cold.execution_id)) == 1)
+    try:
+        yield runtime, HeldPark(warming, running, warm, cold), go
+    finally:
+        go.set()
+        await asyncio.gather(warming, running, return_exceptions=True)
+
+
+@pytest.mark.docker
+async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
+    held_park: tuple[PooledRuntime, HeldPark, threading.Event], docker_client: Any
+) -> None:
+    runtime, held, go = held_park
     go.set()
-    result = await running
+    result = await held.running
     cold_ended = time.time()
     assert result.stdout == b"cold\n"
     assert "pool" not in result.timings
-    assert await warming
+    assert await held.warming
     [parked] = [
         container_id
         for container_id in parked_ids(docker_client, runtime)
@@ -243,6 +268,20 @@ async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
     ]
     # Started once the cold run was over, not while its container slept (a second earlier).
     assert started_at(docker_client, parked) > cold_ended - 0.5
+
+
+@pytest.mark.docker
+async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
+    held_park: tuple[PooledRuntime, HeldPark, threading.Event], spec: SpecFactory
+) -> None:
+    runtime, held, go = held_park
+    runtime.prewarm.pool.park_seconds = 30.0  # the call waits for the park, however slow
+    go.set()
+    result = await runtime.run(spec("echo hit"))  # the shape of the park held
+    assert result.stdout == b"hit\n"
+    assert "pool" in result.timings  # the park it waited for took it
+    assert not held.running.done()  # while the cold run still sleeps
+    assert (await held.running).stdout == b"cold\n"
 
 
 # --- adoption ---------------------------------------------------------------------------------

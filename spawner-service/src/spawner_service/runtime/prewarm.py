@@ -28,6 +28,7 @@ volume ``SPAWNER_POOL_SHIM_VOLUME`` that every function container mounts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -260,7 +261,9 @@ class Prewarm:
         self._cold = 0
         """Cold runs (misses) under way."""
         self._engine_free = asyncio.Event()
-        """Set when the last cold run under way ends."""
+        """Set when the last cold run under way ends, or a call starts waiting for a park."""
+        self._awaited: collections.Counter[Shape] = collections.Counter()
+        """Calls waiting for a park of their shape: such a park does not yield to cold runs."""
         self._calls = 0
         self._no_calls = asyncio.Event()
         """Set when no call is under way (``close`` waits for it: a hit removes its container
@@ -307,8 +310,18 @@ class Prewarm:
 
     async def _next_landing(self, shape: Shape) -> Parked | None:
         """With a park of ``shape`` under way: wait for it, no longer than a park takes (a cold
-        start would take as long, and cost the engine one container more)."""
-        await self._landing(shape, self.pool.park_seconds)
+        start would take as long, and cost the engine one container more). That park no longer
+        yields to cold runs: it is this call's container now."""
+        if not self.pool.parking_of(shape):
+            return None
+        self._awaited[shape] += 1
+        self._engine_free.set()
+        try:
+            await self._landing(shape, self.pool.park_seconds)
+        finally:
+            self._awaited[shape] -= 1
+            if not self._awaited[shape]:
+                del self._awaited[shape]
         return self.pool.pop(shape)
 
     async def _landing(self, shape: Shape, within: float) -> None:
@@ -385,7 +398,7 @@ class Prewarm:
                 self.pool.failed(shape, generation)
                 return
             async with self._parks:
-                await self._yield_to_cold_runs()
+                await self._yield_to_cold_runs(shape)
                 began = time.monotonic()
                 parked, yielded = await self._start_parked(client, shape)
         except (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError) as exc:
@@ -406,10 +419,15 @@ class Prewarm:
         if not kept:
             await self._remove(client, parked)
 
-    async def _yield_to_cold_runs(self) -> float:
-        """Wait while cold runs are under way (up to ``PARK_YIELD_SECONDS``); seconds waited."""
+    async def _yield_to_cold_runs(self, shape: Shape) -> float:
+        """Wait while cold runs are under way and no call waits for a park of ``shape`` (up to
+        ``PARK_YIELD_SECONDS``); seconds waited."""
         began = time.monotonic()
-        await _wait_while(self._engine_free, lambda: self._cold > 0, PARK_YIELD_SECONDS)
+
+        def yielding() -> bool:
+            return self._cold > 0 and not self._awaited[shape]
+
+        await _wait_while(self._engine_free, yielding, PARK_YIELD_SECONDS)
         return time.monotonic() - began
 
     async def _start_parked(self, client: Any, shape: Shape) -> tuple[Parked, float]:
@@ -448,7 +466,7 @@ class Prewarm:
                 container_id,
                 params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
             )
-            yielded = await self._yield_to_cold_runs()  # the start is most of a park's cost
+            yielded = await self._yield_to_cold_runs(shape)  # the start: most of a park's cost
             await runtime._thread(client.api.start, container_id)
         except BaseException:
             if sock is not None:
