@@ -548,13 +548,18 @@ async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: fl
 
 
 async def _renamed(renaming: asyncio.Task[None], container_id: str) -> None:
-    try:
-        await renaming
-    except (RenameRefused, OSError, TimeoutError) as exc:
+    """Wait for the engine's answer to the rename (whatever it is: the removal follows)."""
+    await asyncio.wait({renaming})
+    if renaming.cancelled():
+        return
+    if isinstance(error := renaming.exception(), (RenameRefused, OSError, TimeoutError)):
         # The call went on: only an adoption after a crash would not have found the container.
         logger.warning(
-            "taken container not renamed", extra={"container": container_id[:12], "error": str(exc)}
+            "taken container not renamed",
+            extra={"container": container_id[:12], "error": str(error)},
         )
+    elif error is not None:
+        raise error
 
 
 async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str) -> None:
