@@ -12,7 +12,7 @@ concurrency 1 and 8, and throughput, these ways:
   that the pool has parked its replacement: only the calls that were hits (their record has a
   ``pool`` phase) are counted;
 - ``pool miss``: concurrency 1, each call to a function of its own (another env: another
-  shape), so every call is a miss, with its park competing for the engine as it would;
+  shape), so every call is a miss (and, a function called once, parks nothing);
 - ``docker run``: ``docker run --rm --network none IMAGE ARG``, one CLI process per call;
 - ``sdk``: the Docker SDK's bare create / start / wait / logs / remove.
 
