@@ -13,10 +13,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
@@ -27,10 +28,11 @@ from spawner_service.app import make_runtime as app_runtime
 from spawner_service.config import SpawnerSettings
 from spawner_service.drain import FunctionChanges
 from spawner_service.runtime import prewarm
-from spawner_service.runtime.base import RunResult, RunSpec
-from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach
+from spawner_service.runtime.base import RunResult
+from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach, _engine_time
 from spawner_service.runtime.pool import Shape
 from spawner_service.runtime.prewarm import HandOff, PooledRuntime
+from spawner_service.runtime.rename import RenameRefused
 from tests.integration.spawner.conftest import (
     OnPath,
     SpecFactory,
@@ -200,22 +202,23 @@ async def test_a_new_value_in_the_functions_bucket_drains_the_function(
 
 
 def started_at(client: Any, container_id: str) -> float:
-    """When the engine says the container's process started (epoch seconds)."""
-    stamp = client.api.inspect_container(container_id)["State"]["StartedAt"]
-    whole, _, fraction = stamp.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp()
-    return seconds + float(f"0.{fraction or 0}")
+    """When the engine says the container's process started (epoch seconds; the engine runs on
+    this machine, its clock is the test's)."""
+    started = _engine_time(client.api.inspect_container(container_id)["State"]["StartedAt"])
+    assert started is not None
+    return started
+
+
+COLD_SECONDS = 3
 
 
 @dataclass
 class HeldPark:
-    """A park of ``warm``'s shape held after its create while a cold run of another shape
-    (``cold``, a ``sleep 1``) gets under way; both released by ``release``."""
+    """A park (``warming``) held after its create while a cold run of another shape
+    (``running``, a ``sleep COLD_SECONDS``) gets under way."""
 
     warming: asyncio.Task[bool]
     running: asyncio.Task[RunResult]
-    warm: RunSpec
-    cold: RunSpec
 
 
 @pytest.fixture
@@ -240,11 +243,11 @@ async def held_park(
     warm = spec("echo warm")
     warming = asyncio.create_task(runtime.prewarm.warm(warm))
     await asyncio.wait_for(created.wait(), 30)  # the park is under way: created, not started
-    cold = spec("sleep 1; echo cold", memory_mb=32)  # another shape: a miss, run cold
+    cold = spec(f"sleep {COLD_SECONDS}; echo cold", memory_mb=32)  # another shape: run cold
     running = asyncio.create_task(runtime.run(cold))
     await until(lambda: len(containers_of(docker_client, cold.execution_id)) == 1)
     try:
-        yield runtime, HeldPark(warming, running, warm, cold), go
+        yield runtime, HeldPark(warming, running), go
     finally:
         go.set()
         await asyncio.gather(warming, running, return_exceptions=True)
@@ -266,8 +269,8 @@ async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
         for container_id in parked_ids(docker_client, runtime)
         if docker_client.api.inspect_container(container_id)["HostConfig"]["Memory"] != 32 << 20
     ]
-    # Started once the cold run was over, not while its container slept (a second earlier).
-    assert started_at(docker_client, parked) > cold_ended - 0.5
+    # Started once the cold run was over, not while its container slept (seconds earlier).
+    assert started_at(docker_client, parked) > cold_ended - COLD_SECONDS / 2
 
 
 @pytest.mark.docker
@@ -282,6 +285,67 @@ async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
     assert "pool" in result.timings  # the park it waited for took it
     assert not held.running.done()  # while the cold run still sleeps
     assert (await held.running).stdout == b"cold\n"
+
+
+# --- a rename the engine refuses -------------------------------------------------------------
+
+
+def refused_renames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rename sent before a frame is answered with a refusal (and not carried out)."""
+
+    async def refused(*_: Any) -> asyncio.Task[None]:
+        async def answer() -> None:
+            raise RenameRefused('{"message":"refused by the test"}')
+
+        return asyncio.create_task(answer())
+
+    monkeypatch.setattr(prewarm, "send_rename", refused)
+
+
+@pytest.mark.docker
+async def test_a_refused_rename_is_done_again_through_the_sdk_while_the_call_runs(
+    pooled: Callable[..., PooledRuntime],
+    spec: SpecFactory,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = pooled()
+    job = spec("sleep 2; echo done")
+    assert await runtime.prewarm.warm(job)
+    refused_renames(monkeypatch)
+    call = asyncio.create_task(runtime.run(job))
+    # Named for its execution while the function runs: an adoption after a crash finds it.
+    await until(lambda: len(containers_of(docker_client, job.execution_id)) == 1)
+    assert not call.done()
+    result = await call
+    assert (result.outcome, result.stdout) == ("succeeded", b"done\n")
+    assert "pool" in result.timings
+
+
+@pytest.mark.docker
+async def test_a_call_whose_container_cannot_be_renamed_at_all_is_stopped(
+    pooled: Callable[..., PooledRuntime],
+    spec: SpecFactory,
+    docker_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runtime = pooled()
+    job = spec("sleep 5; echo done")
+    assert await runtime.prewarm.warm(job)
+    refused_renames(monkeypatch)
+    client = await runtime._connected()
+
+    def rename(*_: Any) -> None:
+        raise docker.errors.APIError("refused by the test")
+
+    monkeypatch.setattr(client.api, "rename", rename)
+    began = time.monotonic()
+    result = await runtime.run(job)
+    # Killed, never left running where no adoption would find it; never to be run again.
+    assert time.monotonic() - began < 5
+    assert result.outcome == "runtime_unavailable"
+    assert result.started is True
+    assert result.stdout == b""
 
 
 # --- adoption ---------------------------------------------------------------------------------

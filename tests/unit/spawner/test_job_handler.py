@@ -161,7 +161,7 @@ async def test_the_runtime_hears_the_call_is_settled_once_its_result_is_stored_a
 
     def settled(execution_id: str) -> None:
         seen.append(
-            (execution_id, harness.store.history[-1], len(harness.replies.sent), msg.actions)
+            (execution_id, harness.store.history[-1], len(harness.replies.sent), list(msg.actions))
         )
 
     harness.runtime.settled = settled  # type: ignore[method-assign]

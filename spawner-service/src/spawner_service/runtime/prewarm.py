@@ -66,7 +66,7 @@ from spawner_service.runtime.docker import (
 )
 from spawner_service.runtime.images import ImageUnavailable, declared_volumes
 from spawner_service.runtime.pool import Parked, Pool, Shape
-from spawner_service.runtime.rename import RenameRefused, engine_socket, send_rename
+from spawner_service.runtime.rename import engine_socket, send_rename
 from spawner_service.runtime.shim import ShimCapture, ShimStatus, encode_frame
 
 logger = logging.getLogger("spawner.pool")
@@ -156,9 +156,9 @@ class HandOff(_Activation):
         if not argv[0]:
             return None  # no program to name: the cold path says how the engine fails it
         started = time.monotonic()
-        deadline = time.time() + spec.timeout_seconds
+        name = pooled_name(spec.execution_id, time.time() + spec.timeout_seconds)
         try:
-            await self._rename(pooled_name(spec.execution_id, deadline))
+            await self._rename(name)
             await self._thread(_send_blocking, parked.sock, encode_frame(argv, {}, ""))
         except (APIError, OSError) as exc:
             logger.warning(
@@ -168,12 +168,15 @@ class HandOff(_Activation):
             _close_attach(parked.sock)
             return None
         self.timings["pool"] = _ms(started)
+        watch = None if self.renaming is None else asyncio.create_task(self._renamed_or_kill(name))
         stop = threading.Event()
         reader = self._thread(_pump, parked.sock, self.capture, stop)
         try:
             return await self._wait(reader)
         finally:
             stop.set()
+            if watch is not None:
+                watch.cancel()  # the call is over: its container goes next
 
     async def _rename(self, name: str) -> None:
         """Name the container for the call before its frame goes (``runtime/rename.py``): over
@@ -184,6 +187,23 @@ class HandOff(_Activation):
             return
         api_version = str(self.client.api.api_version)
         self.renaming = await send_rename(socket_path, api_version, self.container_id, name)
+
+    async def _renamed_or_kill(self, name: str) -> None:
+        """While the call runs: if the engine refused the rename sent before the frame (or did
+        not answer), rename through the SDK; if that fails too, a spawner adopting the job after
+        a crash could not find the container, and the function would run twice: kill it (the
+        call ends as ``runtime_unavailable``, never run again)."""
+        assert self.renaming is not None
+        if (error := await _outcome(self.renaming)) is None:
+            return
+        extra = {"container": self.container_id[:12], "error": str(error)}
+        logger.warning("rename refused: retrying through the SDK", extra=extra)
+        try:
+            await self._thread(self.client.api.rename, self.container_id, name)
+        except (APIError, OSError) as exc:
+            extra["error"] = str(exc)
+            logger.error("cannot rename the taken container: call stopped", extra=extra)
+            await self._kill()
 
     async def _wait(self, reader: asyncio.Future[None]) -> RunResult | None:
         running = time.monotonic()
@@ -316,8 +336,8 @@ class Prewarm:
             return None
         self._awaited[shape] += 1
         self._engine_free.set()
-        try:
-            await self._landing(shape, self.pool.park_seconds)
+        try:  # the park may still wait for the previous call to be settled
+            await self._landing(shape, self.pool.park_seconds + REPLY_GRACE_SECONDS)
         finally:
             self._awaited[shape] -= 1
             if not self._awaited[shape]:
@@ -335,10 +355,12 @@ class Prewarm:
 
     async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
         hand_off = HandOff(self.runtime, client, spec, parked)
+        result: RunResult | None = None
         try:
             result = await hand_off.execute()
         finally:
-            after = self._settling_of(spec.execution_id)
+            # A container that could not take the call goes at once: the call runs cold.
+            after = self._settling_of(spec.execution_id) if result is not None else None
             self._background(self._remove(client, parked, hand_off.renaming, after))
         if result is not None:
             self.runtime._note_use(client, parked.image_id, spec.image)
@@ -397,8 +419,8 @@ class Prewarm:
             if self._closed:
                 self.pool.failed(shape, generation)
                 return
+            await self._yield_to_cold_runs(shape)
             async with self._parks:
-                await self._yield_to_cold_runs(shape)
                 began = time.monotonic()
                 parked, yielded = await self._start_parked(client, shape)
         except (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError) as exc:
@@ -510,7 +532,7 @@ class Prewarm:
             await after.wait()
         _close_attach(parked.sock)
         if renaming is not None:  # never removed before its rename is done: one or the other
-            await _renamed(renaming, parked.container_id)
+            await _outcome(renaming)  # a refusal was dealt with during the call
         await _finish_removal(self.runtime, client, parked.container_id)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
@@ -547,19 +569,10 @@ async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: fl
                 await event.wait()
 
 
-async def _renamed(renaming: asyncio.Task[None], container_id: str) -> None:
-    """Wait for the engine's answer to the rename (whatever it is: the removal follows)."""
-    await asyncio.wait({renaming})
-    if renaming.cancelled():
-        return
-    if isinstance(error := renaming.exception(), (RenameRefused, OSError, TimeoutError)):
-        # The call went on: only an adoption after a crash would not have found the container.
-        logger.warning(
-            "taken container not renamed",
-            extra={"container": container_id[:12], "error": str(error)},
-        )
-    elif error is not None:
-        raise error
+async def _outcome(task: asyncio.Task[None]) -> BaseException | None:
+    """Wait for ``task`` (never cancelling it); what it raised, if anything (cancelled: that)."""
+    await asyncio.wait({task})
+    return asyncio.CancelledError() if task.cancelled() else task.exception()
 
 
 async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str) -> None:

@@ -17,9 +17,10 @@ import asyncio
 from typing import Any
 from urllib.parse import quote
 
-ANSWER_TIMEOUT = 60.0
-ANSWER_HEAD_BYTES = 64 * 1024
-"""The most of an answer's head and body read (for a refusal's message)."""
+TIMEOUT = 60.0
+"""Longest the request's sending, and then its answer, may take (the SDK's API timeout)."""
+ANSWER_MAX_BYTES = 64 * 1024
+"""The most of an answer read (for a refusal's message)."""
 
 
 class RenameRefused(Exception):
@@ -48,29 +49,34 @@ async def send_rename(
     socket_path: str, api_version: str, container_id: str, name: str
 ) -> asyncio.Task[None]:
     """Write the rename request to the engine; returns once all of it is in the socket, with
-    the task that reads the answer (``RenameRefused`` for an error status, ``OSError`` or
-    ``TimeoutError`` when there is none). Raises ``OSError`` when the request cannot be sent."""
-    reader, writer = await asyncio.open_unix_connection(socket_path)
-    try:
-        writer.write(rename_request(api_version, container_id, name))
-        await writer.drain()
-        while writer.transport.get_write_buffer_size():
-            await asyncio.sleep(0)  # not all of it in the socket yet (never seen: ~200 bytes)
+    the task that reads the answer (``RenameRefused`` for an error status or no answer at all,
+    ``TimeoutError`` when it takes longer than ``TIMEOUT``). Raises ``OSError`` or
+    ``TimeoutError`` when the request cannot be sent."""
+    async with asyncio.timeout(TIMEOUT):
+        reader, writer = await asyncio.open_unix_connection(socket_path)
+        try:
+            writer.transport.set_write_buffer_limits(high=0)  # drain: until all is in the socket
+            writer.write(rename_request(api_version, container_id, name))
             await writer.drain()
-    except BaseException:
-        writer.close()
-        raise
+        except BaseException:
+            writer.transport.abort()
+            raise
     answer = asyncio.create_task(_answer(reader), name=f"rename-{container_id[:12]}")
-    answer.add_done_callback(lambda _: writer.close())  # also when cancelled before it ran
+    # Nothing is left to send: dropping the connection at once (also when the task is cancelled
+    # before it ran) loses nothing the engine has not got.
+    answer.add_done_callback(lambda _: writer.transport.abort())
     return answer
 
 
 async def _answer(reader: asyncio.StreamReader) -> None:
-    async with asyncio.timeout(ANSWER_TIMEOUT):
+    async with asyncio.timeout(TIMEOUT):
         status_line = await reader.readline()
         parts = status_line.split(maxsplit=2)
         status = int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else 0
-        if not 200 <= status < 300:
-            rest = await reader.read(ANSWER_HEAD_BYTES)
-            said = (status_line + rest).decode("utf-8", "replace").strip()
-            raise RenameRefused(said.splitlines()[-1] if said else "no answer")
+        if 200 <= status < 300:
+            return
+        rest = b""
+        while len(rest) < ANSWER_MAX_BYTES and (chunk := await reader.read(ANSWER_MAX_BYTES)):
+            rest += chunk  # to the end: the engine closes the connection after its answer
+        said = (status_line + rest).decode("utf-8", "replace").strip()
+        raise RenameRefused(said.splitlines()[-1] if said else "no answer")
