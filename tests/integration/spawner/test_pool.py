@@ -28,7 +28,7 @@ from spawner_service.app import make_runtime as app_runtime
 from spawner_service.config import SpawnerSettings
 from spawner_service.drain import FunctionChanges
 from spawner_service.runtime import prewarm
-from spawner_service.runtime.base import RunResult
+from spawner_service.runtime.base import RunResult, RunSpec
 from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach, _engine_time
 from spawner_service.runtime.pool import Shape
 from spawner_service.runtime.prewarm import HandOff, PooledRuntime
@@ -290,8 +290,12 @@ async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
 # --- a rename the engine refuses -------------------------------------------------------------
 
 
-def refused_renames(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every rename sent before a frame is answered with a refusal (and not carried out)."""
+async def parked_refusing_renames(
+    runtime: PooledRuntime, job: RunSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container of ``job``'s shape parked; from then on, every rename sent before a frame is
+    answered with a refusal (and not carried out)."""
+    assert await runtime.prewarm.warm(job)
 
     async def refused(*_: Any) -> asyncio.Task[None]:
         async def answer() -> None:
@@ -311,8 +315,7 @@ async def test_a_refused_rename_is_done_again_through_the_sdk_while_the_call_run
 ) -> None:
     runtime = pooled()
     job = spec("sleep 2; echo done")
-    assert await runtime.prewarm.warm(job)
-    refused_renames(monkeypatch)
+    await parked_refusing_renames(runtime, job, monkeypatch)
     call = asyncio.create_task(runtime.run(job))
     # Named for its execution while the function runs: an adoption after a crash finds it.
     await until(lambda: len(containers_of(docker_client, job.execution_id)) == 1)
@@ -324,15 +327,11 @@ async def test_a_refused_rename_is_done_again_through_the_sdk_while_the_call_run
 
 @pytest.mark.docker
 async def test_a_call_whose_container_cannot_be_renamed_at_all_is_stopped(
-    pooled: Callable[..., PooledRuntime],
-    spec: SpecFactory,
-    docker_client: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime = pooled()
     job = spec("sleep 5; echo done")
-    assert await runtime.prewarm.warm(job)
-    refused_renames(monkeypatch)
+    await parked_refusing_renames(runtime, job, monkeypatch)
     client = await runtime._connected()
 
     def rename(*_: Any) -> None:
