@@ -1,6 +1,6 @@
 """The HTTP edge of every service: what a connection may cost before any route runs.
 
-uvicorn serves each app with ``EdgeProtocol``, its h11 protocol plus four limits
+uvicorn serves each app with ``EdgeProtocol``, its h11 protocol plus these limits
 (``EdgeLimits``, from the shared settings):
 
 - request heads (request line and headers) over ``max_header_bytes`` in total answer 431
@@ -9,6 +9,9 @@ uvicorn serves each app with ``EdgeProtocol``, its h11 protocol plus four limits
   (of the connection, for its first request): a client that is slower gets 408
   ``request_timeout`` and is disconnected; the route, if it was waiting for the body, sees the
   client gone;
+- an idle keep-alive connection is closed after ``keep_alive_seconds``: longer than the
+  clients in front keep theirs idle (the gateway, httpx), since a request sent just as the
+  server closes its connection is lost;
 - at most ``max_connections`` connections are open per process: one more is answered 503
   ``too_many_connections`` at once and closed, so it holds no file descriptor;
 - ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are honoured only from ``forwarded_allow_ips``
@@ -36,6 +39,7 @@ from faas_common.settings import CommonSettings
 class EdgeLimits:
     max_header_bytes: int = 16_384
     request_timeout_seconds: float = 10.0
+    keep_alive_seconds: float = 15.0
     max_connections: int = 512
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
 
@@ -44,6 +48,7 @@ class EdgeLimits:
         return cls(
             max_header_bytes=settings.max_header_bytes,
             request_timeout_seconds=settings.request_timeout_seconds,
+            keep_alive_seconds=settings.keep_alive_seconds,
             max_connections=settings.max_connections,
             forwarded_allow_ips=settings.trusted_proxies,
         )
@@ -205,6 +210,7 @@ def uvicorn_options(limits: EdgeLimits) -> dict[str, Any]:
         "http": edge_protocol(limits),
         "ws": "none",  # no route speaks WebSocket: an upgrade request is plain HTTP here
         "h11_max_incomplete_event_size": limits.max_header_bytes,
+        "timeout_keep_alive": limits.keep_alive_seconds,
         "proxy_headers": bool(limits.forwarded_allow_ips),
         "forwarded_allow_ips": list(limits.forwarded_allow_ips),
         "log_config": None,

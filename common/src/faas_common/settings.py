@@ -90,6 +90,12 @@ class CommonSettings(BaseSettings):
         10.0, gt=0, le=3600, validation_alias=_alias("REQUEST_TIMEOUT_SECONDS")
     )
     """Time a request's head and body have to arrive; a slower client gets 408 and is cut off."""
+    keep_alive_seconds: float = Field(
+        15.0, gt=0, le=3600, validation_alias=_alias("KEEP_ALIVE_SECONDS")
+    )
+    """How long an idle keep-alive connection stays open. Longer than the idle time of the
+    connections the gateway keeps (10 s) and of httpx's pool (5 s), so neither sends a request
+    on a connection the service is closing at that moment (the request would be lost)."""
     max_connections: int = Field(
         512, ge=1, le=1_000_000, validation_alias=_alias("MAX_CONNECTIONS")
     )

@@ -208,6 +208,22 @@ async def test_a_keep_alive_connection_times_each_request_afresh() -> None:
     assert statuses == [200, 200, 200]
 
 
+async def test_an_idle_keep_alive_connection_is_closed_after_its_time() -> None:
+    limits = replace(LIMITS, keep_alive_seconds=0.5)
+    loop = asyncio.get_running_loop()
+    async with (
+        serving(limits) as served,
+        await Connection.open(LOOPBACK, served.port) as connection,
+    ):
+        await connection.send(request_head("GET", "/client"))
+        status = (await connection.read_response()).status
+        answered = loop.time()
+        rest = await connection.read_until_closed()
+        idle = loop.time() - answered
+    assert (status, rest) == (200, b"")
+    assert idle >= 0.4, f"closed after {idle:.2f} s idle"
+
+
 # --- connection cap ---------------------------------------------------------------------------
 
 CAP = LIMITS.max_connections

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from starlette.types import Message, Receive, Scope, Send
 
-from faas_common.edge import EdgeLimits, error_response
+from faas_common.edge import EdgeLimits, error_response, uvicorn_options
 from faas_common.http import PlatformMiddleware
 from faas_common.settings import CommonSettings
 from tests.support.raw_http import parse
@@ -23,18 +24,27 @@ def test_the_edge_limits_default_to_the_documented_values() -> None:
     assert limits == EdgeLimits(
         max_header_bytes=16_384,
         request_timeout_seconds=10.0,
+        keep_alive_seconds=15.0,
         max_connections=512,
         forwarded_allow_ips=("127.0.0.1",),
     )
 
 
+def test_idle_connections_outlive_those_of_httpx_pools() -> None:
+    """A client whose pool keeps idle connections longer than the server sends requests on
+    connections the server is closing: those requests are lost."""
+    keep_alive = uvicorn_options(EdgeLimits.from_settings(CommonSettings()))["timeout_keep_alive"]
+    assert keep_alive > httpx.Limits().keepalive_expiry
+
+
 def test_the_edge_limits_are_read_from_their_plain_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_HEADER_BYTES", "8192")
     monkeypatch.setenv("REQUEST_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("KEEP_ALIVE_SECONDS", "30")
     monkeypatch.setenv("MAX_CONNECTIONS", "64")
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", " 10.0.1.0/24, fd00::1 ,")
     limits = EdgeLimits.from_settings(CommonSettings())
-    assert limits == EdgeLimits(8192, 2.5, 64, ("10.0.1.0/24", "fd00::1"))
+    assert limits == EdgeLimits(8192, 2.5, 30.0, 64, ("10.0.1.0/24", "fd00::1"))
 
 
 @pytest.mark.parametrize("value", ["", " ", "*"])
@@ -60,7 +70,12 @@ def test_proxy_addresses_that_would_silently_trust_nobody_are_refused(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_header_bytes", 512), ("request_timeout_seconds", 0), ("max_connections", 0)],
+    [
+        ("max_header_bytes", 512),
+        ("request_timeout_seconds", 0),
+        ("keep_alive_seconds", 0),
+        ("max_connections", 0),
+    ],
 )
 def test_limits_that_cannot_work_are_refused(field: str, value: int) -> None:
     with pytest.raises(ValidationError, match=field):

@@ -268,6 +268,24 @@ def test_the_publisher_route_waits_as_long_as_a_sync_activation(
     assert read >= needed, f"publisher read timeout {read} s < {needed} s"
 
 
+@pytest.mark.parametrize("service", sorted(HTTP_SERVICES))
+def test_the_gateway_drops_idle_connections_before_the_service_closes_them(
+    service: str, gateway: dict[str, Any], compose_services: dict[str, dict[str, Any]]
+) -> None:
+    """A request the gateway sends on a connection the service is closing at that moment is
+    lost (a 502 for a call that may not be repeated), so the gateway's idle time is shorter."""
+    http = HTTP_SERVICES[service]
+    upstream = deploy.upstreams(gateway)[http.upstream]
+    environment = deploy.environment_of(compose_services[service])
+    keep_alive = float(
+        environment.get(
+            "KEEP_ALIVE_SECONDS", http.settings.model_fields["keep_alive_seconds"].default
+        )
+    )
+    idle = float(upstream["keepalive_pool"]["idle_timeout"])
+    assert 0 < idle < keep_alive, f"{http.upstream}: idle {idle} s, service keeps {keep_alive} s"
+
+
 # --- the jwt-auth consumer and the tokens auth-service signs ------------------------------------
 
 
