@@ -342,12 +342,13 @@ class Topology:
         """``create`` events per execution id of this topology's containers since ``since``."""
         return self.events.created(since)
 
-    def managed_containers(self) -> list[dict[str, str]]:
-        return managed_containers(prefix=self.run_id)
+    def managed_containers(self, *, parked: bool = False) -> list[dict[str, str]]:
+        return managed_containers(prefix=self.run_id, parked=parked)
 
-    def remove_containers(self) -> int:
-        """Remove (forced) every container of this topology's spawners; how many."""
-        ids = [container["id"] for container in self.managed_containers()]
+    def remove_containers(self, *, parked: bool = False) -> int:
+        """Remove (forced) every container of this topology's spawners (with ``parked``, also
+        those still parked: once the spawners are stopped); how many."""
+        ids = [container["id"] for container in self.managed_containers(parked=parked)]
         if ids:
             with contextlib.suppress(RuntimeError):
                 docker("rm", "-f", *ids, timeout=60)
@@ -484,10 +485,11 @@ def _execution_of(action: str, attributes: dict[str, str]) -> str:
     return taken[0] if taken else ""
 
 
-def managed_containers(*, prefix: str) -> list[dict[str, str]]:
+def managed_containers(*, prefix: str, parked: bool = False) -> list[dict[str, str]]:
     """Containers (any state) labelled ``faas.managed-by`` whose ``faas.spawner`` label starts
-    with ``prefix``, but for prewarmed ones still parked (a running spawner keeps those): id,
-    spawner, execution id (a taken prewarmed container's from its name), state."""
+    with ``prefix``, but for prewarmed ones still parked unless ``parked`` (a running spawner
+    keeps those): id, spawner, execution id (a taken prewarmed container's from its name, ""
+    for a parked one), state."""
     template = (
         '{{.ID}}\t{{.Label "' + INSTANCE_LABEL + '"}}\t{{.Label "' + EXECUTION_LABEL + '"}}\t'
         '{{.State}}\t{{.Names}}\t{{.Label "' + POOL_LABEL + '"}}'
@@ -501,9 +503,9 @@ def managed_containers(*, prefix: str) -> list[dict[str, str]]:
         execution_id = parts[2]
         if parts[5]:
             taken = pooled_owner({"Labels": {POOL_LABEL: parts[5]}, "Names": [parts[4]]})
-            if taken is None:
-                continue  # parked
-            execution_id = taken[0]
+            if taken is None and not parked:
+                continue
+            execution_id = taken[0] if taken else ""
         found.append(
             {"id": parts[0], "spawner": parts[1], "execution_id": execution_id, "state": parts[3]}
         )
@@ -526,4 +528,6 @@ def running_topology(
             try:
                 topology.stop()
             finally:
-                topology.remove_containers()
+                # A spawner killed last by a test leaves its parked containers (its next start
+                # would have removed them).
+                topology.remove_containers(parked=True)

@@ -387,6 +387,25 @@ async def test_a_taken_container_of_a_dead_spawner_is_adopted(
     assert await asyncio.to_thread(containers_of, docker_client, job.execution_id) == []
 
 
+@pytest.mark.docker
+async def test_the_parked_containers_of_an_earlier_process_of_the_instance_go_at_once(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    earlier = pooled()
+    assert await earlier.prewarm.warm(spec("echo parked"))
+    left = parked_ids(docker_client, earlier)
+    assert len(left) == 1
+    # The process dies: its parked container stays (its deadline is minutes away).
+    for parked in earlier.prewarm.pool.drain_all():
+        _close_attach(parked.sock)
+    await asyncio.sleep(2.1)  # the engine lists creation times in whole seconds
+    assert await pooled().remove_stale(time.time()) == 0  # another spawner's: not yet
+    assert parked_ids(docker_client, earlier) == left
+    restarted = pooled(instance_id=earlier.settings.instance_id)
+    assert await restarted.remove_stale(time.time()) == 1
+    await engine_lists_none(docker_client, left)
+
+
 # --- closing and settings ---------------------------------------------------------------------
 
 

@@ -748,6 +748,9 @@ class DockerRuntime:
             max_workers=settings.max_containers * 3 + 4, thread_name_prefix="docker"
         )
         self._closed = False
+        self._began = time.time()
+        """When this runtime was made: a container of its instance id parked before then was
+        parked by an earlier process of that id (a restarted spawner), which is gone."""
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -967,7 +970,9 @@ class DockerRuntime:
             except (KeyError, ValueError):
                 continue  # not labelled by a spawner of this kind: not ours to judge
             # Within the grace, even an exited container stays: another spawner may adopt it.
-            if deadline + self.settings.stale_after_seconds >= now:
+            if deadline + self.settings.stale_after_seconds >= now and not self._left_parked(
+                container
+            ):
                 continue
             try:
                 client.api.remove_container(container["Id"], force=True, v=True)
@@ -989,6 +994,17 @@ class DockerRuntime:
                 },
             )
         return removed
+
+    def _left_parked(self, container: dict[str, Any]) -> bool:
+        """Parked (no call took it) by an earlier process of this instance id: nothing will
+        ever take it, and nothing ran in it."""
+        labels = container.get("Labels") or {}
+        return (
+            labels.get(POOL_LABEL) == "parked"
+            and pooled_owner(container) is None
+            and labels.get(INSTANCE_LABEL) == self.settings.instance_id
+            and float(container.get("Created") or 0) < self._began - 1  # whole seconds
+        )
 
     async def remove_stale(self, now: float) -> int:
         try:
