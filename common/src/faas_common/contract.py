@@ -70,6 +70,10 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 """A job's execution id: JetStream drops a second publish of it inside the duplicate window."""
 REQUEST_ID_HEADER = "X-Request-ID"
 """The HTTP request id, carried on the job message (and in the job) to the spawner's logs."""
+RECORD_REVISION_HEADER = "Faas-Record-Revision"
+"""On a job message: the revision of the ``queued`` record its publisher wrote. A spawner's first
+delivery starts from that record without reading it (its ``running`` write is a compare-and-set
+at that revision: a record changed since is read then)."""
 STREAM_FULL = 10077
 """JetStream ``err_code`` of a publish refused by the stream's limits (total or per subject)."""
 HEADER_ROOM = 4_096

@@ -303,15 +303,19 @@ async def transition(
     change: Change,
     *,
     known: tuple[ExecutionRecord, int] | None = None,
+    fresh: bool = False,
 ) -> tuple[ExecutionRecord, int] | None:
     """Apply ``change`` by compare-and-set: read, decide, write at the revision read; on a lost
     race read again and decide again. The record written and its revision, or None when the
     change no longer applied. ``known``: a record and revision this caller wrote itself, to
-    decide the first attempt without reading."""
+    decide the first attempt without reading; ``fresh``: the execution id is new, so the first
+    attempt takes the record to be absent without reading (creating it)."""
     current = known
+    read = not fresh
     for _ in range(CAS_ATTEMPTS):
-        if current is None:
+        if current is None and read:
             current = await store.get(user_id, execution_id)
+        read = True
         wanted = change(current[0] if current is not None else None)
         if wanted is None:
             return None

@@ -24,6 +24,7 @@ from faas_common.contract import (
     EXECUTIONS_STREAM,
     HEADER_ROOM,
     MSG_ID_HEADER,
+    RECORD_REVISION_HEADER,
     REQUEST_ID_HEADER,
     STREAM_FULL,
     Job,
@@ -44,13 +45,15 @@ class NatsJobQueue:
         self._js = js
         self._budget = budget
 
-    async def enqueue(self, job: Job) -> int:
+    async def enqueue(self, job: Job, *, record_revision: int | None = None) -> int:
         """Publish ``job``, retried within the budget (a stream leader election answers with
         timeouts, no responders or 503s for several seconds)."""
         payload = job.model_dump_json().encode()
         headers = {MSG_ID_HEADER: job.execution_id}
         if job.request_id:
             headers[REQUEST_ID_HEADER] = job.request_id
+        if record_revision is not None:
+            headers[RECORD_REVISION_HEADER] = str(record_revision)
 
         async def publish(_: int) -> PubAck:
             try:

@@ -126,8 +126,9 @@ class FunctionCatalog(Protocol):
 
 
 class JobQueue(Protocol):
-    async def enqueue(self, job: Job) -> int:
+    async def enqueue(self, job: Job, *, record_revision: int | None = None) -> int:
         """Queue ``job`` (at most once per execution id); its stream sequence.
+        ``record_revision``: that of the job's ``queued`` record, when this call wrote it.
 
         ``QueueFull`` when a limit is reached, ``RuntimeUnavailable`` when it cannot be queued.
         """
@@ -320,7 +321,7 @@ class Publisher:
                     raise IdempotencyKeyReused()
                 return await self._replay(request, function, outcome.claim, timer=timer)
             held = _HeldClaim(request.user_id, request.idempotency_key, outcome.revision)
-        return await self._run(job, request, held, timer=timer)
+        return await self._run(job, request, held, timer=timer, fresh=True)
 
     def _admit(self, function: FunctionSnapshot, username: str) -> FunctionSnapshot:
         """``function`` with the reference the engine is given, if its image is allowed now."""
@@ -361,13 +362,15 @@ class Publisher:
         held: _HeldClaim | None,
         *,
         timer: PhaseTimer,
+        fresh: bool = False,
     ) -> Activation:
-        """Queue ``job``, write its record, then answer (async) or wait for its result."""
+        """Write the job's record, queue ``job``, then answer (async) or wait for its result.
+        ``fresh``: the execution id is new (its record is created without being read first)."""
         future = None if request.is_async else self.replies.expect(job.execution_id)
         try:
             with timer.phase("enqueue"):
-                await self._record_queued(job, held)
-                sequence = await self._enqueue(job, held)
+                revision = await self._record_queued(job, held, fresh=fresh)
+                sequence = await self._enqueue(job, held, revision)
             logger.info(
                 "activation queued",
                 extra={"execution_id": job.execution_id, "function": request.name},
@@ -380,11 +383,11 @@ class Publisher:
                 self.replies.forget(job.execution_id, future)
         return self._settle(final)
 
-    async def _enqueue(self, job: Job, held: _HeldClaim | None) -> int | None:
+    async def _enqueue(self, job: Job, held: _HeldClaim | None, revision: int | None) -> int | None:
         """The job's stream sequence (None when a spawner already has it: only the publish's
         answer was lost). A job that cannot be queued is recorded as such and answered."""
         try:
-            return await self.queue.enqueue(job)
+            return await self.queue.enqueue(job, record_revision=revision)
         except QueueFull as exc:
             self.metrics.rejected(exc.limit, job.function.name)
             record = await self._refuse(job, "concurrency_limit", REJECTED_DETAIL)
@@ -432,17 +435,21 @@ class Publisher:
             return None
         return written[0] if written is not None else None
 
-    async def _record_queued(self, job: Job, held: _HeldClaim | None) -> None:
-        """The ``queued`` record (kept when it exists: a resumed attempt). A store that cannot
-        take it is a 503 (a full one a 507) before anything is queued."""
+    async def _record_queued(self, job: Job, held: _HeldClaim | None, *, fresh: bool) -> int | None:
+        """The ``queued`` record's revision (None: a record existed and was kept, a resumed
+        attempt). A store that cannot take it is a 503 (a full one a 507) before anything is
+        queued."""
         try:
-            await transition(self.records, job.user_id, job.execution_id, queued_if_new(job))
+            written = await transition(
+                self.records, job.user_id, job.execution_id, queued_if_new(job), fresh=fresh
+            )
         except StoreFull as exc:
             await self._release(held)
             raise StorageFull() from exc
         except (StoreUnavailable, RecordConflict) as exc:
             await self._release(held)
             raise RuntimeUnavailable(RECORDS_UNAVAILABLE) from exc
+        return written[1] if written is not None else None
 
     async def _release(self, held: _HeldClaim | None) -> None:
         """An activation that never ran does not keep its Idempotency-Key: a retry runs anew."""

@@ -26,6 +26,7 @@ from faas_common.executions import (
     finished,
     lost,
     queued,
+    queued_if_new,
     rejected,
     requeued,
     started,
@@ -154,8 +155,10 @@ class Store:
     records: dict[str, tuple[ExecutionRecord, int]] = field(default_factory=dict)
     interfere: ExecutionRecord | None = None
     revision: int = 0
+    reads: int = 0
 
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
+        self.reads += 1
         return self.records.get(execution_id)
 
     def _write(self, record: ExecutionRecord) -> int:
@@ -201,6 +204,15 @@ async def test_a_transition_from_nothing_creates_the_record() -> None:
     assert outcome is not None
     assert outcome[0].status == "running"
     assert store.records["e1"] == outcome
+
+
+async def test_a_fresh_record_is_created_unread_and_one_that_exists_is_read_and_decided() -> None:
+    store = Store()
+    created = await transition(store, "u", "e1", queued_if_new(JOB), fresh=True)
+    assert (created, store.reads) == (store.records["e1"], 0)
+    # Not so fresh after all (a resumed attempt): the create fails, the record is read.
+    kept = await transition(store, "u", "e1", queued_if_new(JOB), fresh=True)
+    assert (kept, store.reads) == (None, 1)
 
 
 # --- the store over a KV bucket ---

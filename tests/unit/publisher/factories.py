@@ -104,6 +104,8 @@ class FakeRecords:
     failing: bool = False
     watches: int = 0
     """Watches set up so far (``until_final`` calls)."""
+    reads: int = 0
+    """``get`` calls so far."""
     _revision: int = 0
     _written: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -122,6 +124,7 @@ class FakeRecords:
         return revision
 
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
+        self.reads += 1
         if self.failing:
             raise StoreUnavailable("down")
         return self.entries.get((user_id, execution_id))
@@ -195,11 +198,13 @@ class FakeQueue:
     worker: Callable[[Job], Coroutine[Any, Any, None]] | None = None
     in_flight: dict[int, Job] = field(default_factory=dict)
     published: list[Job] = field(default_factory=list)
+    revisions: list[int | None] = field(default_factory=list)
+    """Per published job, the revision of its ``queued`` record the publisher gave with it."""
     discarded: list[int] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _sequence: int = 0
 
-    async def enqueue(self, job: Job) -> int:
+    async def enqueue(self, job: Job, *, record_revision: int | None = None) -> int:
         if self.failing:
             raise RuntimeUnavailable("The activation queue did not answer")
         for sequence, queued in self.in_flight.items():
@@ -214,6 +219,7 @@ class FakeQueue:
         self._sequence += 1
         self.in_flight[self._sequence] = job
         self.published.append(job)
+        self.revisions.append(record_revision)
         if self.worker is not None:
             task = asyncio.create_task(self.worker(job))
             self.tasks.add(task)

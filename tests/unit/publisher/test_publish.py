@@ -77,6 +77,19 @@ async def test_the_record_keeps_the_calls_request_id(
     assert polled.json()["request_id"] == "abc-123"
 
 
+async def test_a_new_record_is_written_unread_and_its_revision_goes_with_the_job(
+    client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
+) -> None:
+    fakes.queue.worker = None  # the record stays as the publisher wrote it
+    response = await client.post(PUBLISH, json=publish_body(is_async=True), headers=alice.headers)
+
+    assert response.status_code == 202, response.text
+    assert fakes.records.reads == 0  # a fresh execution id: nothing to read
+    record, revision = fakes.records.entries[(alice.id, response.json()["execution_id"])]
+    assert record.status == "queued"
+    assert fakes.queue.revisions == [revision]
+
+
 async def test_async_call_is_accepted_with_a_status_url_then_polled(
     client: httpx.AsyncClient, fakes: FakeBackends, alice: User, hello: FunctionSnapshot
 ) -> None:
