@@ -3,6 +3,10 @@
 ``JobHandler.handle`` (unit tests drive it with fakes):
 
 - unparseable → ``term`` (poison);
+- the record is read first, but on a first delivery whose message carries the revision of the
+  ``queued`` record its publisher wrote (``RECORD_REVISION_HEADER``): the job starts from that
+  record, and the ``running`` write, a compare-and-set at that revision, reads a record changed
+  since and decides again;
 - record already final (the caller gave up on it, another delivery finished it) → ``term``;
 - record ``running``: an earlier delivery started the job and its spawner died. If its container
   is still on this spawner's engine it is adopted (waited for, its output collected and stored
@@ -51,6 +55,7 @@ from pydantic import ValidationError
 
 from faas_common.contract import (
     HEADER_ROOM,
+    RECORD_REVISION_HEADER,
     REQUEST_ID_HEADER,
     ExecutionRecord,
     Job,
@@ -67,6 +72,7 @@ from faas_common.executions import (
     finished,
     is_final,
     lost,
+    queued,
     requeued,
     started,
     transition,
@@ -140,6 +146,19 @@ def attempt_of(msg: JobMessage) -> int | None:
         return int(msg.metadata.num_delivered)
     except (AttributeError, TypeError, ValueError):
         return None
+
+
+def published_record(job: Job, msg: JobMessage) -> Known:
+    """On a job's first delivery, the ``queued`` record its publisher wrote and the revision it
+    gave with the job (``RECORD_REVISION_HEADER``): the job starts without reading the record
+    (a record changed since fails the compare-and-set and is read then). None: read it."""
+    if attempt_of(msg) != 1:
+        return None
+    try:
+        revision = int((msg.headers or {})[RECORD_REVISION_HEADER])
+    except (KeyError, ValueError):
+        return None
+    return (queued(job), revision) if revision > 0 else None
 
 
 def run_spec(job: Job) -> RunSpec:
@@ -232,13 +251,14 @@ class JobHandler:
                 # Redelivered after ack_wait and terminated then.
                 logger.warning("cannot terminate the message", extra={"error": repr(term_error)})
             return
+        published = published_record(job, msg)  # the job as published: the record's fields
         # This task's own context: every line logged about the job carries its request id.
         job = job.model_copy(update={"request_id": request_id_of(job, msg.headers or {})})
         request_id_var.set(job.request_id)
         log = job_log(job)
         heartbeat = asyncio.create_task(self._heartbeat(msg))
         try:
-            await self._process(job, msg, log)
+            await self._process(job, msg, log, published)
         except Exception:
             log.exception("job failed unexpectedly")
             await self._retry_or_give_up(job, msg, log, "the spawner failed unexpectedly")
@@ -255,10 +275,12 @@ class JobHandler:
             except NATS_ERRORS as exc:
                 logger.warning("in_progress failed", extra={"error": str(exc)})
 
-    async def _process(self, job: Job, msg: JobMessage, log: JobLog) -> None:
+    async def _process(self, job: Job, msg: JobMessage, log: JobLog, published: Known) -> None:
         now = time.time()
+        current = published
         try:
-            current = await self.store.get(job.user_id, job.execution_id)
+            if current is None:
+                current = await self.store.get(job.user_id, job.execution_id)
         except StoreUnavailable as exc:
             log.warning("cannot read the record", extra={"error": repr(exc)})
             await self._retry_or_give_up(job, msg, log, f"execution records unavailable: {exc}")

@@ -126,6 +126,8 @@ class FakeStore:
     refused: int = 0
     """How many writes were refused as too large."""
     revision: int = 0
+    reads: int = 0
+    """``get`` calls so far."""
 
     def _check_size(self, record: ExecutionRecord) -> None:
         if self.max_value is not None and len(record.model_dump_json().encode()) > self.max_value:
@@ -149,6 +151,7 @@ class FakeStore:
         return entry[0] if entry else None
 
     async def get(self, user_id: str, execution_id: str) -> tuple[ExecutionRecord, int] | None:
+        self.reads += 1
         if self.fail_reads:
             self.fail_reads -= 1
             raise StoreUnavailable("the execution records (NATS) are unavailable")

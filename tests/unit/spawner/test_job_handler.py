@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from faas_common.contract import HEADER_ROOM, ExecutionRecord, Job
+from faas_common.contract import HEADER_ROOM, RECORD_REVISION_HEADER, ExecutionRecord, Job
 from faas_common.executions import StoreFull
 from spawner_service.config import NATS_MAX_PAYLOAD
 from spawner_service.handler import JobHandler
@@ -46,10 +46,17 @@ class Harness:
             max_payload=lambda: max_payload,
         )
 
-    async def handle(self, job: Job, *, delivered: int = 1, queued: bool = True) -> FakeMsg:
+    async def handle(
+        self,
+        job: Job,
+        *,
+        delivered: int = 1,
+        queued: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> FakeMsg:
         if queued:
             self.store.seed(job.user_id, queued_record(job))
-        msg = FakeMsg(job.model_dump_json().encode(), delivered=delivered)
+        msg = FakeMsg(job.model_dump_json().encode(), delivered=delivered, headers=headers)
         await self.handler.handle(msg)
         return msg
 
@@ -148,6 +155,52 @@ async def test_a_job_runs_and_is_reported_then_acked() -> None:
     assert record.created_at == job.enqueued_at
     assert record.timings["queue"] >= 250
     assert harness.replies.sent == [(job.reply_subject, record)]
+
+
+async def test_a_first_delivery_starts_from_the_record_its_publisher_gave_the_revision_of() -> None:
+    harness = Harness()
+    job = make_job()
+    harness.store.seed(job.user_id, queued_record(job))
+    headers = {RECORD_REVISION_HEADER: str(harness.store.revision)}
+    msg = await harness.handle(job, queued=False, headers=headers)
+
+    assert harness.store.reads == 0
+    assert msg.actions == [("ack", None)]
+    assert harness.store.history == ["running", "succeeded"]
+    assert harness.record(job).created_at == job.enqueued_at
+
+
+@pytest.mark.parametrize("status", ["timed_out", "queued"])
+async def test_a_record_changed_since_its_publisher_wrote_it_is_read_and_decided_on(
+    status: str,
+) -> None:
+    harness = Harness()
+    job = make_job()
+    harness.store.seed(job.user_id, queued_record(job))
+    headers = {RECORD_REVISION_HEADER: str(harness.store.revision)}
+    changed = queued_record(job).model_copy(update={"status": status})
+    harness.store.seed(job.user_id, changed)  # the caller gave up, or a resumed attempt
+    msg = await harness.handle(job, queued=False, headers=headers)
+
+    assert harness.store.reads == 1
+    if status == "timed_out":
+        assert (msg.actions, harness.runtime.specs) == ([("term", None)], [])
+        assert harness.record(job) == changed
+    else:
+        assert msg.actions == [("ack", None)]
+        assert harness.store.history == ["running", "succeeded"]
+
+
+@pytest.mark.parametrize(("delivered", "revision"), [(2, "1"), (1, "not-a-number"), (1, "0")])
+async def test_a_redelivery_or_a_revision_that_is_none_reads_the_record(
+    delivered: int, revision: str
+) -> None:
+    harness = Harness()
+    job = make_job()
+    msg = await harness.handle(job, delivered=delivered, headers={RECORD_REVISION_HEADER: revision})
+    assert harness.store.reads >= 1
+    assert msg.actions == [("ack", None)]
+    assert harness.store.history == ["running", "succeeded"]
 
 
 async def test_the_runtime_hears_the_call_is_settled_once_its_result_is_stored_and_replied() -> (
