@@ -33,6 +33,14 @@ ENGINE_TEXTS = {
         f'malformed HTTP status code "{BANNER}"',
         REGISTRY_UNREACHABLE,
     ),
+    "banner-before-the-request": (
+        'Get "http://127.0.0.1:36923/v2/": readLoopPeekFailLocked: <nil>',
+        REGISTRY_UNREACHABLE,
+    ),
+    "closed-before-the-request": (
+        'Get "http://127.0.0.1:8091/v2/": http: server closed idle connection',
+        REGISTRY_UNREACHABLE,
+    ),
     "banner-quoting-denied": (
         'Get "http://127.0.0.1:8091/v2/": net/http: HTTP/1.x transport connection broken: '
         'malformed HTTP status code "access denied: image not found"',

@@ -72,6 +72,8 @@ _UNREACHABLE = (
     "network is unreachable",
     "no route to host",
     "transport connection broken",
+    "readlooppeekfaillocked",  # the host wrote and hung up before the request went out
+    "server closed idle connection",
     "malformed http",
     "server gave http response",
     "error parsing http",
