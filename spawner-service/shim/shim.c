@@ -36,13 +36,22 @@
  * writing (the container ends with the shim, as it ends with the function's process under
  * `docker run`). The shim then exits 0.
  *
+ * With the one argument `--linger` (how the pool starts it), the function runs in a process
+ * group of its own (as under `docker run --init`), and after an 'X' record that is not a death by
+ * SIGKILL the shim kills what is left of that group, then stays until its stdin ends (the
+ * spawner hangs up on the container, which the engine passes on as the end of stdin), reading
+ * and dropping what comes: the container's end, and the engine's work on it, come when the
+ * spawner is done with the call, not while it stores and returns the result. After a death by
+ * SIGKILL (the memory limit's) it exits at once: the spawner waits for the container's end to
+ * read the engine's verdict.
+ *
  * Exit statuses of the shim itself, with a message on its stderr and no end record (120-124:
  * nothing ran):
  *   120  truncated frame (end of stdin or a read error before the frame is complete)
  *   121  bad magic or unknown version
  *   122  a count, an element or the total over its bound
  *   123  malformed element (NUL inside, empty argv[0], env entry without "KEY=")
- *   124  set-up failed (out of memory, /dev/null, pipe, fork, chdir)
+ *   124  set-up failed (an unknown argument, out of memory, /dev/null, pipe, fork, setpgid, chdir)
  *   125  the relay of the output failed (its stdout was closed): the function may have run
  */
 #define _GNU_SOURCE /* pipe2 */
@@ -239,6 +248,7 @@ static char **merge_env(char **frame)
 }
 
 static int report = 2; /* the child's copy of the shim's own stderr */
+static int linger;     /* --linger: see the top of the file */
 
 /* The child could not run the function: say why (`status`) on `failed`, and exit. */
 static void child_failed(int failed, unsigned char status, const char *what, int error)
@@ -255,6 +265,8 @@ static void run_child(char **argv, char **envp, const char *cwd, const int pipes
 {
 	signal(SIGPIPE, SIG_DFL); /* the function gets the signals' defaults, not the shim's */
 	report = fcntl(2, F_DUPFD_CLOEXEC, 3);
+	if (linger && setpgid(0, 0) != 0)
+		child_failed(failed, E_SETUP, "setpgid", errno);
 	int null = open("/dev/null", O_RDONLY);
 	if (report < 0 || null < 0 || dup2(null, 0) < 0 || dup2(pipes[0], 1) < 0 ||
 	    dup2(pipes[1], 2) < 0)
@@ -343,8 +355,24 @@ static void relay(const int pipes[2], pid_t child, int *wstatus)
 		;
 }
 
-int main(void)
+/* --linger, after the end record: what the function left behind goes, then wait for stdin's end. */
+static void linger_until_stdin_ends(pid_t group)
 {
+	kill(-group, SIGKILL);
+	static char buf[4096];
+	for (;;) {
+		ssize_t got = read(0, buf, sizeof buf);
+		if (got == 0 || (got < 0 && errno != EINTR))
+			return;
+	}
+}
+
+int main(int argc, char **args)
+{
+	if (argc == 2 && strcmp(args[1], "--linger") == 0)
+		linger = 1;
+	else if (argc != 1)
+		die(E_SETUP, "usage: faas-shim [--linger]");
 	char magic[4];
 	read_exact(magic, sizeof magic);
 	if (memcmp(magic, MAGIC, sizeof magic) != 0)
@@ -395,5 +423,7 @@ int main(void)
 	uint32_t status = WIFEXITED(wstatus) ? (uint32_t)WEXITSTATUS(wstatus)
 					     : 128u + (uint32_t)WTERMSIG(wstatus);
 	put_record('X', status, NULL, 0);
+	if (linger && status != 128u + SIGKILL)
+		linger_until_stdin_ends(child);
 	return 0;
 }

@@ -157,7 +157,7 @@ def _finish(
         process.stdin.flush()
         if not keep_stdin_open:
             process.stdin.close()
-    out = _read_until_end(process.stdout.fileno(), deadline)
+    out = read_until_end(process.stdout.fileno(), deadline)
     status = process.wait(timeout=max(deadline - time.monotonic(), 1))
     out += process.stdout.read()
     with contextlib.suppress(BrokenPipeError):
@@ -166,7 +166,7 @@ def _finish(
     return ShimRun(status, out, err.read())
 
 
-def _read_until_end(fd: int, deadline: float, limit: int = 64 << 20) -> bytes:
+def read_until_end(fd: int, deadline: float, limit: int = 64 << 20) -> bytes:
     """What ``fd`` gives until a record other than ``D`` or ``L`` (the end), its end, or ``limit``
     bytes."""
     data = bytearray()

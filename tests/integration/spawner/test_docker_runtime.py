@@ -33,7 +33,7 @@ from spawner_service.runtime.docker import (
     DockerRuntime,
     pooled_name,
 )
-from spawner_service.runtime.prewarm import SHIM_TARGET, PooledRuntime
+from spawner_service.runtime.prewarm import SHIM_LINGER, SHIM_TARGET, PooledRuntime
 from tests.integration.spawner.conftest import OnPath, SpecFactory, containers_of
 from tests.integration.spawner.jobs import eventually
 
@@ -333,8 +333,9 @@ async def test_a_parked_container_is_hardened_like_a_cold_one(
     ]
     config, cold_config = warm["Config"], cold["Config"]
     assert config["Entrypoint"] == [SHIM_TARGET]
-    assert not config["Cmd"]
-    assert config["OpenStdin"] is True
+    assert config["Cmd"] == [SHIM_LINGER]
+    # The end of the spawner's attach connection is the end of the shim's stdin.
+    assert (config["OpenStdin"], config["StdinOnce"]) == (True, True)
     assert cold_config["OpenStdin"] is False
     assert config["Env"] == cold_config["Env"]
     assert "GREETING=hi" in config["Env"]

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,14 @@ from spawner_service.runtime.shim import (
     encode_frame,
     u32,
 )
-from tests.support.shim import PT_INTERP, ShimRun, program_header_types, run_shim
+from tests.support.shim import (
+    PT_INTERP,
+    ShimRun,
+    parse_records,
+    program_header_types,
+    read_until_end,
+    run_shim,
+)
 
 PT_LOAD = 1
 HOST_PATH = "/usr/bin:/bin"
@@ -155,6 +163,87 @@ def test_the_end_comes_while_a_background_process_keeps_writing(shim_binary: Pat
     stdout, end = result.decoded()
     assert end == exited(6)
     assert set(stdout) <= set(b"y\n")
+
+
+# --- --linger (how the pool starts it) -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lingering(
+    shim: Path, frame: bytes
+) -> Iterator[tuple[subprocess.Popen[bytes], list[tuple[bytes, bytes | int]]]]:
+    """The shim with ``--linger`` given ``frame`` (its stdin kept open), once it wrote its end
+    record: the process and its records."""
+    with subprocess.Popen(
+        [str(shim), "--linger"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=HOST_ENV,
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        try:
+            process.stdin.write(frame)
+            process.stdin.flush()
+            out = read_until_end(process.stdout.fileno(), time.monotonic() + 20)
+            yield process, parse_records(out)[0]
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_with_linger_the_shim_stays_after_the_end_until_its_stdin_ends(shim_binary: Path) -> None:
+    with lingering(shim_binary, script("echo done; exit 3")) as (process, records):
+        assert records == [(b"D", b"done\n"), (b"X", 3)]
+        time.sleep(0.3)
+        assert process.poll() is None  # still there after its end record
+        assert process.stdin is not None
+        process.stdin.write(b"a second frame is only read and dropped")
+        process.stdin.close()
+        assert process.wait(timeout=10) == 0
+        assert process.stdout is not None
+        assert process.stdout.read() == b""  # nothing after the end record
+
+
+def test_with_linger_what_the_function_left_behind_ends_with_it(
+    shim_binary: Path, leftovers: list[int]
+) -> None:
+    with lingering(shim_binary, script("sleep 30 & echo $!; exit 0")) as (process, records):
+        [(_, pid), _] = records
+        assert isinstance(pid, bytes)
+        leftovers.append(int(pid))
+        for _ in range(100):  # bounded: the kill is sent right after the end record
+            if not _alive(leftovers[0]):
+                break
+            time.sleep(0.05)
+        assert not _alive(leftovers[0])
+        assert process.poll() is None
+
+
+def test_with_linger_a_function_killed_by_sigkill_ends_the_shim_at_once(
+    shim_binary: Path,
+) -> None:
+    # The memory limit's kill: the spawner waits for the container's end to hear it from the
+    # engine, so the shim does not stay.
+    with lingering(shim_binary, script("kill -9 $$")) as (process, records):
+        assert records == [(b"X", 128 + signal.SIGKILL)]
+        assert process.wait(timeout=10) == 0
+
+
+def test_an_unknown_argument_is_a_setup_failure(shim_binary: Path) -> None:
+    result = run_shim([str(shim_binary), "--stay"], script("echo never"), env=HOST_ENV)
+    assert (result.status, result.out) == (ShimStatus.SETUP_FAILED, b"")
+    assert b"usage" in result.err
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 def test_path_search_uses_the_frames_path(shim_binary: Path) -> None:

@@ -267,8 +267,11 @@ def _close_attach(sock: Any) -> None:
         sock.close()
 
 
-def _pump(sock: Any, capture: OutputCapture, stop: threading.Event) -> None:
-    """Read the attach stream until it ends, stdout goes over its cap, or ``stop`` is set."""
+def _pump(
+    sock: Any, capture: OutputCapture, stop: threading.Event, *, keep_open: bool = False
+) -> None:
+    """Read the attach stream until it ends, stdout goes over its cap, or ``stop`` is set; then
+    close it (``keep_open``: not when the capture is finished, the caller closes it later)."""
     demuxer = FrameDemuxer(capture)
     try:
         poller = select.poll()
@@ -286,7 +289,8 @@ def _pump(sock: Any, capture: OutputCapture, stop: threading.Event) -> None:
         # The engine went away (or the socket was closed under us): the stream is over.
         logger.debug("attach stream ended: %s", exc)
     finally:
-        _close_attach(sock)
+        if not (keep_open and capture.finished):
+            _close_attach(sock)
 
 
 # --- blocking SDK calls (run on the runtime's thread pool) ------------------------------------

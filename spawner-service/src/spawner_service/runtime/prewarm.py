@@ -74,6 +74,8 @@ logger = logging.getLogger("spawner.pool")
 SHIM_DIR = "/.faas"
 SHIM_NAME = "faas-shim"
 SHIM_TARGET = f"{SHIM_DIR}/{SHIM_NAME}"
+SHIM_LINGER = "--linger"
+"""The shim's argument: after the end record it stays until its stdin ends (``shim/shim.c``)."""
 SOURCE_BUILD = Path(__file__).resolve().parents[3] / "shim" / "build"
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 PARK_MARGIN_SECONDS = 2 * API_TIMEOUT + 1
@@ -170,7 +172,8 @@ class HandOff(_Activation):
         self.timings["pool"] = _ms(started)
         watch = None if self.renaming is None else asyncio.create_task(self._renamed_or_kill(name))
         stop = threading.Event()
-        reader = self._thread(_pump, parked.sock, self.capture, stop)
+        # The connection stays open after the end record: the shim lingers until it goes.
+        reader = self._thread(_pump, parked.sock, self.capture, stop, keep_open=True)
         try:
             return await self._wait(reader)
         finally:
@@ -469,7 +472,11 @@ class Prewarm:
         options |= {
             "name": f"faas-pool-{os.urandom(6).hex()}",
             "entrypoint": [SHIM_TARGET],
-            "command": [],
+            # After the end record the shim stays until its stdin ends: the container's end (and
+            # the engine's work on it) comes with its removal, off the call's path. Attached
+            # (not detached), the engine ends the container's stdin when the spawner hangs up.
+            "command": [SHIM_LINGER],
+            "detach": False,
             "stdin_open": True,
             "pids_limit": self.settings.pids_limit + 1,  # the shim's own
             "mounts": [shim_mount(self.settings)],
