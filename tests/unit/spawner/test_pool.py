@@ -4,12 +4,15 @@ global caps and evictions, idle shapes, drains and parks that land too late."""
 from __future__ import annotations
 
 import itertools
+import socket
+import threading
 from typing import Any
 
 import pytest
 
 from spawner_service.runtime.base import RunSpec
 from spawner_service.runtime.pool import PARK_SECONDS, RATE_WINDOW, Parked, Pool, Shape
+from spawner_service.runtime.prewarm import _send_at_once, _send_blocking
 from tests.unit.spawner.fakes import make_settings
 
 IDLE = 120.0
@@ -411,3 +414,32 @@ def test_drain_all_empties_the_pool_and_refuses_the_parks_under_way() -> None:
     assert pool.wanted() == ([], [])
     assert not pool.landed(parked(shape, clock.now), generation, PARK_SECONDS)
     assert len(pool) == 0
+
+
+# --- the frame's sending ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [64, 4 << 20], ids=["fits", "over-the-buffer"])
+def test_a_frame_goes_whole_what_the_socket_takes_at_once_first(size: int) -> None:
+    """The event loop sends what the socket takes without blocking; the thread pool the rest."""
+    frame = (bytes(range(256)) * (size // 256 + 1))[:size]
+    ours, engine = socket.socketpair()
+    received = bytearray()
+
+    def receive() -> None:
+        while len(received) < len(frame) and (chunk := engine.recv(1 << 16)):
+            received.extend(chunk)
+
+    with ours, engine:
+        sent = _send_at_once(ours, frame)
+        reader = threading.Thread(target=receive)
+        reader.start()
+        _send_blocking(ours, frame[sent:])
+        reader.join(timeout=30)
+    assert 0 < sent <= len(frame)
+    assert (sent == len(frame)) == (size == 64)
+    assert bytes(received) == frame
+
+
+def test_a_transport_that_is_no_socket_sends_nothing_at_once() -> None:
+    assert _send_at_once(object(), b"frame") == 0

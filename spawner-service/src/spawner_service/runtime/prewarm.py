@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -128,6 +129,19 @@ def _send_blocking(sock: Any, data: bytes) -> None:
     getattr(sock, "_sock", sock).sendall(data)
 
 
+def _send_at_once(sock: Any, data: bytes) -> int:
+    """Of ``data``, what the attach socket takes now without blocking (on the event loop: a
+    frame usually fits in the socket's buffer, and a thread hop costs about a millisecond).
+    ``OSError`` when the socket is broken."""
+    raw = getattr(sock, "_sock", sock)
+    if not isinstance(raw, socket.socket):
+        return 0  # another transport (SSH): all of it on the thread pool
+    try:
+        return raw.send(data, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return 0
+
+
 def _create_blocking(client: Any, options: dict[str, Any]) -> str:
     container_id: str = client.containers.create(**options).id
     return container_id
@@ -161,7 +175,9 @@ class HandOff(_Activation):
         name = pooled_name(spec.execution_id, time.time() + spec.timeout_seconds)
         try:
             await self._rename(name)
-            await self._thread(_send_blocking, parked.sock, encode_frame(argv, {}, ""))
+            frame = encode_frame(argv, {}, "")
+            if (sent := _send_at_once(parked.sock, frame)) < len(frame):
+                await self._thread(_send_blocking, parked.sock, frame[sent:])
         except (APIError, OSError) as exc:
             logger.warning(
                 "parked container unusable",
