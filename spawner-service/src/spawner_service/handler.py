@@ -5,8 +5,10 @@
 - unparseable → ``term`` (poison);
 - the record is read first, but on a first delivery whose message carries the revision of the
   ``queued`` record its publisher wrote (``RECORD_REVISION_HEADER``): the job starts from that
-  record, and the ``running`` write, a compare-and-set at that revision, reads a record changed
-  since and decides again;
+  record; the ``running`` (or expiry) write is a compare-and-set at that revision, and a record
+  found changed since in any other state than ``queued`` (an earlier delivery started the job: a
+  recreated consumer counts deliveries from 1 again) sends the job through all of this again on
+  a fresh read;
 - record already final (the caller gave up on it, another delivery finished it) → ``term``;
 - record ``running``: an earlier delivery started the job and its spawner died. If its container
   is still on this spawner's engine it is adopted (waited for, its output collected and stored
@@ -63,6 +65,7 @@ from faas_common.contract import (
     is_request_id,
 )
 from faas_common.executions import (
+    Change,
     RecordConflict,
     RecordStore,
     RecordTooLarge,
@@ -159,6 +162,23 @@ def published_record(job: Job, msg: JobMessage) -> Known:
     except (KeyError, ValueError):
         return None
     return (queued(job), revision) if revision > 0 else None
+
+
+class RecordMoved(Exception):
+    """A record taken to be as its publisher wrote it had moved on (an earlier delivery started
+    the job, which a recreated consumer delivers as its first again): decide on a fresh read."""
+
+
+def unless_moved(change: Change) -> Change:
+    """``change``, for a record taken to be the ``queued`` one its publisher wrote: a record
+    found in any other state when the compare-and-set reads it raises ``RecordMoved``."""
+
+    def checked(current: ExecutionRecord | None) -> ExecutionRecord | None:
+        if current is not None and current.status != "queued":
+            raise RecordMoved(current.status)
+        return change(current)
+
+    return checked
 
 
 def run_spec(job: Job) -> RunSpec:
@@ -276,6 +296,15 @@ class JobHandler:
                 logger.warning("in_progress failed", extra={"error": str(exc)})
 
     async def _process(self, job: Job, msg: JobMessage, log: JobLog, published: Known) -> None:
+        try:
+            await self._decide(job, msg, log, published)
+        except RecordMoved as moved:
+            log.info(
+                "record moved since it was published: read again", extra={"status": str(moved)}
+            )
+            await self._decide(job, msg, log, None)
+
+    async def _decide(self, job: Job, msg: JobMessage, log: JobLog, published: Known) -> None:
         now = time.time()
         current = published
         try:
@@ -294,8 +323,9 @@ class JobHandler:
             await self._give_up(job, msg, log, EXHAUSTED)
             return
         taking_over = record is not None and record.status == "running"
+        assumed = current is published and published is not None
         if not taking_over and now > job.start_deadline:
-            await self._expire(job, msg, log, current)
+            await self._expire(job, msg, log, current, assumed=assumed)
             return
         if taking_over:
             self.slots.hold(job.user_id)
@@ -305,7 +335,7 @@ class JobHandler:
         try:
             if taking_over and await self._take_over(job, msg, log, current):
                 return
-            await self._start(job, msg, log, current)
+            await self._start(job, msg, log, current, assumed=assumed)
         finally:
             self.slots.release(job.user_id)
 
@@ -345,11 +375,18 @@ class JobHandler:
         await self._settle(job, msg, ack=False)
         return True
 
-    async def _start(self, job: Job, msg: JobMessage, log: JobLog, current: Known) -> None:
+    async def _start(
+        self, job: Job, msg: JobMessage, log: JobLog, current: Known, *, assumed: bool = False
+    ) -> None:
         started_at = time.time()
+        change = started(job, started_at)
         try:
             marked = await transition(
-                self.store, job.user_id, job.execution_id, started(job, started_at), known=current
+                self.store,
+                job.user_id,
+                job.execution_id,
+                unless_moved(change) if assumed else change,
+                known=current,
             )
         except StoreFull:
             await self._refuse_full(job, msg, log)
@@ -451,12 +488,19 @@ class JobHandler:
         with contextlib.suppress(*RECORD_ERRORS):
             await transition(self.store, job.user_id, job.execution_id, requeued(reason))
 
-    async def _expire(self, job: Job, msg: JobMessage, log: JobLog, current: Known) -> None:
+    async def _expire(
+        self, job: Job, msg: JobMessage, log: JobLog, current: Known, *, assumed: bool = False
+    ) -> None:
         """The start deadline passed: nobody waits for this job any more. Never run it."""
         late_s = time.time() - job.start_deadline
+        change = expired(job, time.time())
         try:
             written = await transition(
-                self.store, job.user_id, job.execution_id, expired(job, time.time()), known=current
+                self.store,
+                job.user_id,
+                job.execution_id,
+                unless_moved(change) if assumed else change,
+                known=current,
             )
         except RECORD_ERRORS as exc:
             log.warning("cannot record the expiry", extra={"error": repr(exc)})

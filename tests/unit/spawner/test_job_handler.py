@@ -182,13 +182,37 @@ async def test_a_record_changed_since_its_publisher_wrote_it_is_read_and_decided
     harness.store.seed(job.user_id, changed)  # the caller gave up, or a resumed attempt
     msg = await harness.handle(job, queued=False, headers=headers)
 
-    assert harness.store.reads == 1
+    # A final record is decided on once more with a fresh read; a queued one is started.
+    assert harness.store.reads == (2 if status == "timed_out" else 1)
     if status == "timed_out":
         assert (msg.actions, harness.runtime.specs) == ([("term", None)], [])
         assert harness.record(job) == changed
     else:
         assert msg.actions == [("ack", None)]
         assert harness.store.history == ["running", "succeeded"]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in-time", "past-its-start-deadline"])
+async def test_a_first_delivery_of_a_job_an_earlier_delivery_started_adopts_its_container(
+    late: bool,
+) -> None:
+    """A recreated consumer delivers a job as its first again while its record is ``running``:
+    the revision the publisher gave is stale, and the job is decided on a fresh read (taken
+    over), never started again nor dropped as expired."""
+    adopted = RunResult("succeeded", exit_code=0, stdout=b"adopted\n", started=True)
+    harness = Harness(FakeRuntime(adopted=adopted))
+    now = time.time()
+    job = make_job(start_deadline=now - 1 if late else now + 30)
+    harness.store.seed(job.user_id, queued_record(job))
+    headers = {RECORD_REVISION_HEADER: str(harness.store.revision)}
+    running = queued_record(job).model_copy(update={"status": "running"})
+    harness.store.seed(job.user_id, running)  # the earlier delivery's spawner died
+    msg = await harness.handle(job, queued=False, headers=headers)
+
+    assert len(harness.runtime.adoptions) == 1
+    assert harness.runtime.specs == []  # not run again
+    assert msg.actions == [("ack", None)]
+    assert (harness.record(job).status, harness.record(job).result) == ("succeeded", "adopted")
 
 
 @pytest.mark.parametrize(("delivered", "revision"), [(2, "1"), (1, "not-a-number"), (1, "0")])

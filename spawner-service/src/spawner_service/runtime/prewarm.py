@@ -36,6 +36,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -134,8 +135,8 @@ def _send_at_once(sock: Any, data: bytes) -> int:
     frame usually fits in the socket's buffer, and a thread hop costs about a millisecond).
     ``OSError`` when the socket is broken."""
     raw = getattr(sock, "_sock", sock)
-    if not isinstance(raw, socket.socket):
-        return 0  # another transport (SSH): all of it on the thread pool
+    if type(raw) is not socket.socket:
+        return 0  # another transport (TLS, SSH): all of it on the thread pool
     try:
         return raw.send(data, socket.MSG_DONTWAIT)
     except BlockingIOError:
@@ -233,6 +234,10 @@ class HandOff(_Activation):
             return await self._stop(
                 "timed_out", reader, running, f"killed after the {timeout:g} s timeout"
             )
+        if not self._lingers():
+            # The engine blocks a kill, and may hold the container's end, while the attach
+            # stream is open and unread: only a shim that lingers keeps it until the removal.
+            _close_attach(self.parked.sock)
         if self.capture.too_large:
             limit = self.settings.output_limit_bytes
             return await self._stop(
@@ -245,6 +250,18 @@ class HandOff(_Activation):
         if end[1] == 137:
             await self._exited()  # the engine tells an OOM kill only once the container is over
         return await self._exit_result(end[1], started=True)
+
+    def _lingers(self) -> bool:
+        """The shim reported the function's end and waits for the spawner to hang up: an ``X``
+        record other than a death by SIGKILL, the output within its cap."""
+        end = self.capture.end
+        return (
+            end is not None
+            and end[0] == b"X"
+            and end[1] != 128 + signal.SIGKILL
+            and not self.capture.too_large
+            and not self.capture.malformed
+        )
 
     async def _exited(self) -> None:
         """Wait (briefly: the shim exits right after its end record) for the container's end."""
