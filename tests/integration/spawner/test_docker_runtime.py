@@ -29,6 +29,7 @@ from spawner_service.runtime.docker import (
     EXECUTION_LABEL,
     INSTANCE_LABEL,
     MANAGED_VALUE,
+    PARKED_BY_LABEL,
     POOL_LABEL,
     DockerRuntime,
     pooled_name,
@@ -342,6 +343,7 @@ async def test_a_parked_container_is_hardened_like_a_cold_one(
     assert config["User"] == cold_config["User"] == "65534:65534"
     labels = dict(config["Labels"])
     assert labels.pop(POOL_LABEL) == "parked"
+    assert labels.pop(PARKED_BY_LABEL) == runtime.run_token
     assert float(labels.pop(DEADLINE_LABEL)) > time.time()
     cold_labels = dict(cold_config["Labels"])
     del cold_labels[EXECUTION_LABEL], cold_labels[DEADLINE_LABEL]

@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import re
 import secrets
 import select
@@ -87,6 +88,8 @@ DEADLINE_LABEL = "faas.deadline"
 INSTANCE_LABEL = "faas.spawner"
 POOL_LABEL = "faas.pool"
 """On the prewarmed containers of the pool (``runtime/prewarm.py``)."""
+PARKED_BY_LABEL = "faas.parked-by"
+"""On a parked container: the parking runtime's own random token (one per process)."""
 UNPRIVILEGED_USER = "65534:65534"
 
 API_TIMEOUT = 60
@@ -752,9 +755,10 @@ class DockerRuntime:
             max_workers=settings.max_containers * 3 + 4, thread_name_prefix="docker"
         )
         self._closed = False
-        self._began = time.time()
-        """When this runtime was made: a container of its instance id parked before then was
-        parked by an earlier process of that id (a restarted spawner), which is gone."""
+        self.run_token = os.urandom(8).hex()
+        """Labels the containers this runtime parks (``PARKED_BY_LABEL``): a parked container of
+        its instance id with another token was parked by an earlier process of that id (a
+        restarted spawner), which is gone. No clock is compared: the engine's may differ."""
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -1007,7 +1011,7 @@ class DockerRuntime:
             labels.get(POOL_LABEL) == "parked"
             and pooled_owner(container) is None
             and labels.get(INSTANCE_LABEL) == self.settings.instance_id
-            and float(container.get("Created") or 0) < self._began - 1  # whole seconds
+            and labels.get(PARKED_BY_LABEL) != self.run_token
         )
 
     async def remove_stale(self, now: float) -> int:

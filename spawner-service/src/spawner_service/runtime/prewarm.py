@@ -53,6 +53,7 @@ from spawner_service.runtime.docker import (
     API_TIMEOUT,
     DEADLINE_LABEL,
     KILL_GRACE,
+    PARKED_BY_LABEL,
     POOL_LABEL,
     DockerRuntime,
     EngineUnavailable,
@@ -501,7 +502,11 @@ class Prewarm:
         )
         # Taken no later than its idle window after it is ready; the margin covers the park.
         parked_until = time.time() + self.settings.pool_idle_seconds + PARK_MARGIN_SECONDS
-        options["labels"] |= {POOL_LABEL: "parked", DEADLINE_LABEL: deadline_label(parked_until)}
+        options["labels"] |= {
+            POOL_LABEL: "parked",
+            PARKED_BY_LABEL: runtime.run_token,
+            DEADLINE_LABEL: deadline_label(parked_until),
+        }
         options |= {
             "name": f"faas-pool-{os.urandom(6).hex()}",
             "entrypoint": [SHIM_TARGET],
