@@ -85,7 +85,7 @@ def docker_client() -> Iterator[Any]:
         client.close()
 
 
-def _execution_of(container: dict[str, Any]) -> str:
+def execution_of(container: dict[str, Any]) -> str:
     """The execution id a container belongs to: its label, or a taken pooled container's name."""
     taken = pooled_owner(container)
     return taken[0] if taken else (container.get("Labels") or {}).get(EXECUTION_LABEL, "")
@@ -98,7 +98,7 @@ def containers_of(client: Any, prefix: str) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = client.api.containers(
         all=True, filters={"label": f"{MANAGED_LABEL}={MANAGED_VALUE}"}
     )
-    return [c for c in found if _execution_of(c).startswith(prefix)]
+    return [c for c in found if execution_of(c).startswith(prefix)]
 
 
 def containers_of_instance(client: Any, instance_id: str) -> list[dict[str, Any]]:
@@ -188,11 +188,13 @@ class OnPath:
 
     async def run(self, runtime: DockerRuntime, spec: RunSpec) -> RunResult:
         """``spec`` run on this path: on the pool's, a container of its shape is parked first
-        and the call must take it (a hit); on the cold one, it must not."""
+        and the call must take it (a hit); on the cold one, it must not. The call is settled
+        then: the pool's engine work for it (removal, refill) does not wait ``SETTLE_SECONDS``."""
         if self.pooled:
             assert isinstance(runtime, PooledRuntime)
             assert await runtime.prewarm.warm(spec), "no container was parked"
         result = await runtime.run(spec)
+        runtime.settled(spec.execution_id)  # as the handler does once the result is replied
         assert ("pool" in result.timings) is self.pooled, (self.name, result)
         return result
 
