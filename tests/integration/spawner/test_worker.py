@@ -41,7 +41,7 @@ from faas_common.executions import ExecutionStore
 from spawner_service.runtime.docker import EXECUTION_LABEL, DockerRuntime
 from spawner_service.runtime.prewarm import PooledRuntime
 from spawner_service.worker import Worker
-from tests.integration.spawner.conftest import containers_of, containers_of_instance
+from tests.integration.spawner.conftest import containers_of, containers_of_instance, execution_of
 from tests.integration.spawner.jobs import (
     USER,
     Replies,
@@ -309,9 +309,14 @@ async def test_never_more_jobs_than_container_slots(spawning: Spawning, docker_c
     waiting = asyncio.create_task(w.replies.wait(*(job.execution_id for job in jobs), within=60))
     while not waiting.done():
         containers = await asyncio.to_thread(containers_of, docker_client, w.prefix)
-        # A pooled container that served its call has exited; it is removed after the call.
-        alive = [c for c in containers if c["State"] != "exited"]
-        most_containers = max(most_containers, len(alive))
+        # A pooled container stays from its function's end (its shim lingers) until it is
+        # removed after the reply, and a job's slot is free once it is replied: a container
+        # whose reply came before the listing ended runs no job.
+        replied = set(w.replies.records)
+        running = [
+            c for c in containers if c["State"] != "exited" and execution_of(c) not in replied
+        ]
+        most_containers = max(most_containers, len(running))
         await asyncio.sleep(0.05)
     results = await waiting
     assert [r.result for r in results] == ["0", "1", "2", "3", "4"]
