@@ -16,10 +16,17 @@ concurrency 1 and 8, and throughput, these ways:
 - ``docker run``: ``docker run --rm --network none IMAGE ARG``, one CLI process per call;
 - ``sdk``: the Docker SDK's bare create / start / wait / logs / remove.
 
+Both stacks run side by side for the whole run. At concurrency 1, ``cold``, ``pool miss``,
+``docker run`` and ``sdk`` take turns call by call (one call of each per round), so each meets
+the engine as it is in the same seconds: this machine's engine starts containers at rates that
+drift by up to half over minutes, which rows measured minutes apart would take for differences
+between the modes. At concurrency 8 the rows run one after the other, each back to back.
+
 For the platform rows, ``overhead`` is the p50 of each call's end-to-end time minus its
 record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds.
 Everything stays on this machine; containers run with network ``none``; every loop is bounded by
-``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run``.
+``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run`` and,
+for the pool's rows, against ``cold``.
 
     uv run python bench/activation.py [--calls 40] [--max-seconds 120] [--pace 0.6]
 """
@@ -49,6 +56,13 @@ from tests.support.images import busybox_image  # noqa: E402
 from tests.support.nats_server import free_port  # noqa: E402
 
 ARGUMENT = "echo hello"
+MODES = ["cold", "pool hit", "pool", "pool miss", "docker run", "sdk"]
+"""The table's order of rows."""
+RATIOS = {
+    "docker run": [mode for mode in MODES if mode != "docker run"],
+    "cold": ["pool", "pool miss"],
+}
+"""The rows compared with each baseline."""
 
 
 @dataclass
@@ -82,12 +96,35 @@ class Row:
     phases_ms: dict[str, list[float]] = field(default_factory=dict)
     """The record's timings of every counted call, per phase."""
 
+    def add(self, outcome: Outcome, elapsed_ms: float, *, hits_only: bool = False) -> None:
+        """Count one call; ``hits_only``: a call no prewarmed container took is not counted
+        (nor is it an error)."""
+        if not outcome.ok:
+            self.errors += 1
+            return
+        timings = outcome.timings or {}
+        hit = "pool" in timings
+        self.hits += hit
+        if hits_only and not hit:
+            return
+        self.latencies_ms.append(elapsed_ms)
+        if outcome.timings is not None:
+            self.overheads_ms.append(elapsed_ms - timings.get("run", 0.0))
+        for phase, ms in timings.items():
+            self.phases_ms.setdefault(phase, []).append(ms)
+
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
 
     @property
     def throughput(self) -> float:
         return len(self.latencies_ms) / self.wall_seconds if self.wall_seconds else 0.0
+
+
+async def timed(call: Call) -> tuple[Outcome, float]:
+    started = time.perf_counter()
+    outcome = await call()
+    return outcome, (time.perf_counter() - started) * 1000
 
 
 async def measure(
@@ -100,9 +137,8 @@ async def measure(
     pace: float = 0.0,
     hits_only: bool = False,
 ) -> Row:
-    """``calls`` calls by ``concurrency`` workers, each waiting ``pace`` seconds between two;
-    ``hits_only``: only the calls a prewarmed container took count (the others are errors of
-    nobody: skipped)."""
+    """``calls`` calls by ``concurrency`` workers, each waiting ``pace`` seconds between two
+    (``Row.add`` for ``hits_only``)."""
     row = Row(mode, concurrency, [], 0.0, 0, [])
     remaining = calls
     deadline = time.monotonic() + max_seconds
@@ -115,31 +151,28 @@ async def measure(
                 if remaining <= 0 or time.monotonic() > deadline:
                     return
                 remaining -= 1
-            started = time.perf_counter()
-            outcome = await call()
-            elapsed = (time.perf_counter() - started) * 1000
-            record(outcome, elapsed)
+            row.add(*await timed(call), hits_only=hits_only)
             await asyncio.sleep(pace)
-
-    def record(outcome: Outcome, elapsed: float) -> None:
-        if not outcome.ok:
-            row.errors += 1
-            return
-        timings = outcome.timings or {}
-        hit = "pool" in timings
-        row.hits += hit
-        if hits_only and not hit:
-            return
-        row.latencies_ms.append(elapsed)
-        if outcome.timings is not None:
-            row.overheads_ms.append(elapsed - timings.get("run", 0.0))
-        for phase, ms in timings.items():
-            row.phases_ms.setdefault(phase, []).append(ms)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     row.wall_seconds = time.perf_counter() - started - (pace * calls / concurrency)
     return row
+
+
+async def rotate(modes: dict[str, Call], calls: int, max_seconds: float) -> list[Row]:
+    """One call of each mode in turn, ``calls`` rounds (``max_seconds`` per mode), at
+    concurrency 1: each mode meets the engine as it is in the same seconds as the others."""
+    rows = {mode: Row(mode, 1, [], 0.0, 0, []) for mode in modes}
+    deadline = time.monotonic() + max_seconds * len(modes)
+    for _ in range(calls):
+        if time.monotonic() > deadline:
+            break
+        for mode, call in modes.items():
+            outcome, elapsed = await timed(call)
+            rows[mode].add(outcome, elapsed)
+            rows[mode].wall_seconds += elapsed / 1000
+    return list(rows.values())
 
 
 def docker_run_call(image: str) -> Call:
@@ -277,6 +310,7 @@ def print_table(rows: list[Row]) -> None:
     )
     print(header)
     print("-" * len(header))
+    rows = sorted(rows, key=lambda row: (MODES.index(row.mode), row.concurrency))
     for row in rows:
         overhead = f"{percentile(row.overheads_ms, 50):>10.1f}" if row.overheads_ms else f"{'':>10}"
         print(
@@ -292,58 +326,56 @@ def print_table(rows: list[Row]) -> None:
             print(f"{row.mode} at concurrency {row.concurrency}, phases p50 (ms): {phases}")
     by_key = {(row.mode, row.concurrency): row for row in rows}
     for (mode, concurrency), row in by_key.items():
-        baseline = by_key.get(("docker run", concurrency))
-        if mode != "docker run" and baseline is not None and baseline.latencies_ms:
-            print(
-                f"{mode} at concurrency {concurrency}: p50 {row.percentile(50):.0f} ms vs "
-                f"docker run {baseline.percentile(50):.0f} ms "
-                f"({baseline.percentile(50) / row.percentile(50):.2f}x faster), throughput "
-                f"{row.throughput:.2f} vs {baseline.throughput:.2f} calls/s "
-                f"({row.throughput / baseline.throughput:.2f}x)"
-            )
+        for baseline_mode in ("docker run", "cold"):
+            baseline = by_key.get((baseline_mode, concurrency))
+            if mode in RATIOS[baseline_mode] and baseline is not None and baseline.latencies_ms:
+                print(
+                    f"{mode} at concurrency {concurrency}: p50 {row.percentile(50):.0f} ms vs "
+                    f"{baseline_mode} {baseline.percentile(50):.0f} ms "
+                    f"({baseline.percentile(50) / row.percentile(50):.2f}x faster), throughput "
+                    f"{row.throughput:.2f} vs {baseline.throughput:.2f} calls/s "
+                    f"({row.throughput / baseline.throughput:.2f}x)"
+                )
 
 
-async def platform_rows(
-    calls: int, max_seconds: float, concurrencies: list[int], pace: float, image: str
+async def all_rows(
+    stacks: tuple[LocalStack, LocalStack],
+    client: docker.DockerClient,
+    image: str,
+    args: argparse.Namespace,
 ) -> list[Row]:
-    rows: list[Row] = []
-    with LocalStack(SPAWNER_POOL_MAX_PARKED="0") as stack:
-        http = await platform_client(stack)
-        try:
-            echo = platform_call(http, await register(http, "echo", image))
-            await echo()  # warm-up: catalog, stream, consumer
-            for concurrency in concurrencies:
-                rows.append(await measure("cold", concurrency, calls, max_seconds, echo))
-        finally:
-            await http.aclose()
-    with LocalStack() as stack:
-        http = await platform_client(stack)
-        try:
-            echo = platform_call(http, await register(http, "echo", image))
-            await echo()
-            await asyncio.sleep(pace)
-            paced = measure("pool hit", 1, calls, max_seconds, echo, pace=pace, hits_only=True)
-            rows.append(await paced)
-            for concurrency in concurrencies:
-                rows.append(await measure("pool", concurrency, calls, max_seconds, echo))
-            misses = await fresh_function_calls(http, image, calls)
-            rows.append(await measure("pool miss", 1, calls, max_seconds, misses))
-        finally:
-            await http.aclose()
+    """Both stacks run throughout: the cold one (pool off) and the one with the pool."""
+    cold_http, pool_http = [await platform_client(stack) for stack in stacks]
+    calls, max_seconds = args.calls, args.max_seconds
+    try:
+        cold = platform_call(cold_http, await register(cold_http, "echo", image))
+        pool = platform_call(pool_http, await register(pool_http, "echo", image))
+        await cold()  # warm-up: catalog, stream, consumer
+        await pool()
+        baselines = {"docker run": docker_run_call(image), "sdk": sdk_call(client, image)}
+        misses = await fresh_function_calls(pool_http, image, calls)
+        rows = await rotate({"cold": cold, "pool miss": misses, **baselines}, calls, max_seconds)
+        await asyncio.sleep(args.pace)
+        hits = measure("pool hit", 1, calls, max_seconds, pool, pace=args.pace, hits_only=True)
+        rows.append(await hits)
+        for concurrency in args.concurrency:
+            for mode, call in {"cold": cold, "pool": pool, **baselines}.items():
+                if concurrency > 1 or mode == "pool":  # the others ran in turn above
+                    rows.append(await measure(mode, concurrency, calls, max_seconds, call))
+    finally:
+        await cold_http.aclose()
+        await pool_http.aclose()
     return rows
 
 
-async def main(calls: int, max_seconds: float, concurrencies: list[int], pace: float) -> None:
+async def main(args: argparse.Namespace) -> None:
     image = busybox_image()
-    rows = await platform_rows(calls, max_seconds, concurrencies, pace, image)
-    for concurrency in concurrencies:
-        rows.append(
-            await measure("docker run", concurrency, calls, max_seconds, docker_run_call(image))
-        )
-    client = docker.from_env(max_pool_size=max(concurrencies) * 2 + 4)
-    for concurrency in concurrencies:
-        rows.append(await measure("sdk", concurrency, calls, max_seconds, sdk_call(client, image)))
-    client.close()
+    client = docker.from_env(max_pool_size=max(args.concurrency) * 2 + 4)
+    try:
+        with LocalStack(SPAWNER_POOL_MAX_PARKED="0") as cold, LocalStack() as pooled:
+            rows = await all_rows((cold, pooled), client, image, args)
+    finally:
+        client.close()
     print_table(rows)
 
 
@@ -356,4 +388,4 @@ if __name__ == "__main__":
         "--pace", type=float, default=0.6, help="seconds between two calls of the pool hit row"
     )
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.max_seconds, args.concurrency, args.pace))
+    asyncio.run(main(args))
