@@ -23,7 +23,10 @@ drift by up to half over minutes, which rows measured minutes apart would take f
 between the modes. At concurrency 8 the rows run one after the other, each back to back.
 
 For the platform rows, ``overhead`` is the p50 of each call's end-to-end time minus its
-record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds.
+record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds;
+``handler`` is the same from the publish handler's own time (its ``Server-Timing`` ``total``):
+the part inside the platform's process, without the HTTP exchange around it (the client, the
+connection, the middleware, the bodies).
 Everything stays on this machine; containers run with network ``none``; every loop is bounded by
 ``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run`` and,
 for the pool's rows, against ``cold``.
@@ -36,7 +39,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +76,8 @@ class Outcome:
 
     ok: bool
     timings: dict[str, float] | None = None
+    handler_ms: float | None = None
+    """The publish handler's own time (its ``Server-Timing`` ``total``)."""
 
 
 Call = Callable[[], Awaitable[Outcome]]
@@ -93,6 +100,9 @@ class Row:
     errors: int
     overheads_ms: list[float]
     hits: int = 0
+    handler_overheads_ms: list[float] = field(default_factory=list)
+    """The handler's time minus the ``run`` phase: the overhead inside the platform's process,
+    without the HTTP exchange (client, connection, middleware, bodies)."""
     phases_ms: dict[str, list[float]] = field(default_factory=dict)
     """The record's timings of every counted call, per phase."""
 
@@ -110,6 +120,8 @@ class Row:
         self.latencies_ms.append(elapsed_ms)
         if outcome.timings is not None:
             self.overheads_ms.append(elapsed_ms - timings.get("run", 0.0))
+        if outcome.handler_ms is not None:
+            self.handler_overheads_ms.append(outcome.handler_ms - timings.get("run", 0.0))
         for phase, ms in timings.items():
             self.phases_ms.setdefault(phase, []).append(ms)
 
@@ -287,7 +299,9 @@ def platform_call(client: httpx.AsyncClient, name: str) -> Call:
         )
         body = response.json()
         ok = response.status_code == 200 and body.get("result") == "hello"
-        return Outcome(ok, body.get("timings") or {})
+        total = re.search(r"\btotal;dur=([0-9.]+)", response.headers.get("server-timing", ""))
+        handler_ms = float(total.group(1)) if total else None
+        return Outcome(ok, body.get("timings") or {}, handler_ms)
 
     return call
 
@@ -303,20 +317,25 @@ async def fresh_function_calls(client: httpx.AsyncClient, image: str, calls: int
     return call
 
 
+def _p50_column(values: list[float]) -> str:
+    return f"{percentile(values, 50):>10.1f}" if values else f"{'':>10}"
+
+
 def print_table(rows: list[Row]) -> None:
     header = (
-        f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}{'hits':>6}"
-        f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'calls/s':>9}{'overhead':>10}"
+        f"{'mode':<12}{'conc':>5}{'calls':>7}{'errors':>7}{'hits':>6}{'p50 ms':>9}{'p90 ms':>9}"
+        f"{'p99 ms':>9}{'mean ms':>9}{'calls/s':>9}{'overhead':>10}{'handler':>10}"
     )
     print(header)
     print("-" * len(header))
     rows = sorted(rows, key=lambda row: (MODES.index(row.mode), row.concurrency))
     for row in rows:
-        overhead = f"{percentile(row.overheads_ms, 50):>10.1f}" if row.overheads_ms else f"{'':>10}"
+        mean = statistics.fmean(row.latencies_ms) if row.latencies_ms else float("nan")
         print(
             f"{row.mode:<12}{row.concurrency:>5}{len(row.latencies_ms):>7}{row.errors:>7}"
             f"{row.hits:>6}{row.percentile(50):>9.0f}{row.percentile(90):>9.0f}"
-            f"{row.percentile(99):>9.0f}{row.throughput:>9.2f}{overhead}"
+            f"{row.percentile(99):>9.0f}{mean:>9.0f}{row.throughput:>9.2f}"
+            f"{_p50_column(row.overheads_ms)}{_p50_column(row.handler_overheads_ms)}"
         )
     for row in rows:
         if row.phases_ms:
