@@ -395,6 +395,8 @@ async def test_the_parked_containers_of_an_earlier_process_of_the_instance_go_at
     assert await earlier.prewarm.warm(spec("echo parked"))
     left = parked_ids(docker_client, earlier)
     assert len(left) == 1
+    assert await earlier.remove_stale(time.time()) == 0  # its own process's: kept
+    assert parked_ids(docker_client, earlier) == left
     # The process dies: its parked container stays (its deadline is minutes away).
     for parked in earlier.prewarm.pool.drain_all():
         _close_attach(parked.sock)

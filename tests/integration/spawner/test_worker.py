@@ -311,7 +311,8 @@ async def test_never_more_jobs_than_container_slots(spawning: Spawning, docker_c
         containers = await asyncio.to_thread(containers_of, docker_client, w.prefix)
         # A pooled container stays from its function's end (its shim lingers) until it is
         # removed after the reply, and a job's slot is free once it is replied: a container
-        # whose reply came before the listing ended runs no job.
+        # whose reply came before the listing ended runs no job. The replies are read after
+        # the listing: the count can only come out low, and most_at_once below is exact.
         replied = set(w.replies.records)
         running = [
             c for c in containers if c["State"] != "exited" and execution_of(c) not in replied
