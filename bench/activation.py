@@ -26,10 +26,10 @@ For the platform rows, ``overhead`` is the p50 of each call's end-to-end time mi
 record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds;
 ``handler`` is the same from the publish handler's own time (its ``Server-Timing`` ``total``):
 the part inside the platform's process, without the HTTP exchange around it (the client, the
-connection, the middleware, the bodies).
+connection, the middleware, authentication, the bodies).
 Everything stays on this machine; containers run with network ``none``; every loop is bounded by
 ``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run`` and,
-for the pool's rows, against ``cold``.
+for ``pool`` and ``pool miss``, against ``cold``.
 
     uv run python bench/activation.py [--calls 40] [--max-seconds 120] [--pace 0.6]
 """
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import re
 import signal
@@ -87,7 +88,7 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))  # nearest rank
     return ordered[index]
 
 
@@ -95,14 +96,14 @@ def percentile(values: list[float], q: float) -> float:
 class Row:
     mode: str
     concurrency: int
-    latencies_ms: list[float]
-    wall_seconds: float
-    errors: int
-    overheads_ms: list[float]
+    latencies_ms: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    errors: int = 0
+    overheads_ms: list[float] = field(default_factory=list)
     hits: int = 0
     handler_overheads_ms: list[float] = field(default_factory=list)
     """The handler's time minus the ``run`` phase: the overhead inside the platform's process,
-    without the HTTP exchange (client, connection, middleware, bodies)."""
+    without the HTTP exchange (client, connection, middleware, authentication, bodies)."""
     phases_ms: dict[str, list[float]] = field(default_factory=dict)
     """The record's timings of every counted call, per phase."""
 
@@ -151,7 +152,7 @@ async def measure(
 ) -> Row:
     """``calls`` calls by ``concurrency`` workers, each waiting ``pace`` seconds between two
     (``Row.add`` for ``hits_only``)."""
-    row = Row(mode, concurrency, [], 0.0, 0, [])
+    row = Row(mode, concurrency)
     remaining = calls
     deadline = time.monotonic() + max_seconds
     lock = asyncio.Lock()
@@ -174,13 +175,16 @@ async def measure(
 
 async def rotate(modes: dict[str, Call], calls: int, max_seconds: float) -> list[Row]:
     """One call of each mode in turn, ``calls`` rounds (``max_seconds`` per mode), at
-    concurrency 1: each mode meets the engine as it is in the same seconds as the others."""
-    rows = {mode: Row(mode, 1, [], 0.0, 0, []) for mode in modes}
+    concurrency 1: each mode meets the engine as it is in the same seconds as the others. Each
+    round starts one mode further, so that what a call leaves behind falls on every mode."""
+    rows = {mode: Row(mode, 1) for mode in modes}
+    order = list(modes.items())
     deadline = time.monotonic() + max_seconds * len(modes)
-    for _ in range(calls):
+    for turn in range(calls):
         if time.monotonic() > deadline:
             break
-        for mode, call in modes.items():
+        shift = turn % len(order)
+        for mode, call in order[shift:] + order[:shift]:
             outcome, elapsed = await timed(call)
             rows[mode].add(outcome, elapsed)
             rows[mode].wall_seconds += elapsed / 1000
@@ -357,6 +361,28 @@ def print_table(rows: list[Row]) -> None:
                 )
 
 
+async def concurrency_one_rows(
+    cold: Call,
+    pool: Call,
+    pool_http: httpx.AsyncClient,
+    image: str,
+    baselines: dict[str, Call],
+    args: argparse.Namespace,
+) -> list[Row]:
+    """The rows at concurrency 1 that take turns, and the paced ``pool hit`` row (none when
+    ``--concurrency`` leaves 1 out)."""
+    if 1 not in args.concurrency:
+        return []
+    misses = await fresh_function_calls(pool_http, image, args.calls)
+    modes = {"cold": cold, "pool miss": misses, **baselines}
+    rows = await rotate(modes, args.calls, args.max_seconds)
+    await asyncio.sleep(args.pace)
+    hits = measure(
+        "pool hit", 1, args.calls, args.max_seconds, pool, pace=args.pace, hits_only=True
+    )
+    return [*rows, await hits]
+
+
 async def all_rows(
     stacks: tuple[LocalStack, LocalStack],
     client: docker.DockerClient,
@@ -372,11 +398,7 @@ async def all_rows(
         await cold()  # warm-up: catalog, stream, consumer
         await pool()
         baselines = {"docker run": docker_run_call(image), "sdk": sdk_call(client, image)}
-        misses = await fresh_function_calls(pool_http, image, calls)
-        rows = await rotate({"cold": cold, "pool miss": misses, **baselines}, calls, max_seconds)
-        await asyncio.sleep(args.pace)
-        hits = measure("pool hit", 1, calls, max_seconds, pool, pace=args.pace, hits_only=True)
-        rows.append(await hits)
+        rows = await concurrency_one_rows(cold, pool, pool_http, image, baselines, args)
         for concurrency in args.concurrency:
             for mode, call in {"cold": cold, "pool": pool, **baselines}.items():
                 if concurrency > 1 or mode == "pool":  # the others ran in turn above
