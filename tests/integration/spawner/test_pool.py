@@ -113,6 +113,41 @@ async def test_a_pooled_container_serves_one_call_only(
 
 
 @pytest.mark.docker
+async def test_a_miss_runs_in_a_container_started_for_it_and_removed_after_the_call(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    runtime = pooled()
+    job = spec(FRESH)
+    result = await runtime.run(job)
+    assert result.outcome == "succeeded", result
+    assert result.stdout.split()[0] == b"fresh"
+    # No parked container took it, and its container's end and removal are not on its path.
+    assert set(result.timings) == {"pull", "create", "start", "run"}
+    assert (runtime.prewarm.hits, runtime.prewarm.misses) == (0, 1)
+    [container] = containers_of(docker_client, job.execution_id)  # named for the call
+    assert container["Labels"][POOL_LABEL] == "parked"  # started as a park is: the shim's
+    assert result.stdout.split()[1] == container["Id"][:12].encode()
+    runtime.settled(job.execution_id)
+    await engine_lists_none(docker_client, {container["Id"]})
+    assert parked_ids(docker_client, runtime) == set()  # a function called once: none parked
+
+
+@pytest.mark.docker
+async def test_a_miss_whose_image_is_not_on_the_engine_runs_cold(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    runtime = pooled(pull_timeout_seconds=5)
+    result = await runtime.run(spec("echo never", image="127.0.0.1:1/missing:1"))
+    # The cold path pulled, and says why it could not.
+    assert (result.outcome, result.detail) == (
+        "image_unavailable",
+        "The image's registry could not be reached (registry_unreachable)",
+    )
+    assert (runtime.prewarm.hits, runtime.prewarm.misses) == (0, 1)
+    assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
+
+
+@pytest.mark.docker
 async def test_a_burst_beyond_the_parked_containers_runs_the_rest_cold(
     pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
 ) -> None:
@@ -235,8 +270,9 @@ async def held_park(
 
     def create_then_hold(client: Any, options: dict[str, Any]) -> str:
         container_id = create(client, options)
-        loop.call_soon_threadsafe(created.set)
-        go.wait(30)
+        if not created.is_set():  # the park's, not the one the cold run starts for itself
+            loop.call_soon_threadsafe(created.set)
+            go.wait(30)
         return container_id
 
     monkeypatch.setattr(prewarm, "_create_blocking", create_then_hold)

@@ -19,10 +19,16 @@ waits on stdin. A call of the same shape (``runtime/pool.py``) takes it:
    the call is settled (its result stored and replied: ``settled``), so that their engine work
    does not slow that down; the parks count as under way from the call's end.
 
-A parked container that cannot take the call (gone, its stdin closed, the argv cannot be
-written) is removed and the call runs cold: nothing ran in it. The shim is the spawner's own file:
-bind-mounted from ``SPAWNER_POOL_SHIM``, or, for a spawner in a container, copied into the named
-volume ``SPAWNER_POOL_SHIM_VOLUME`` that every function container mounts.
+A call with no parked container to take (a miss) gets one started for it the same way
+(``Prewarm._miss``), handed to it at once: its result, too, comes with the shim's end record and
+its removal after the call. A miss whose image is not on the engine (it must be pulled), or whose
+container the engine refuses, runs cold (``DockerRuntime.run``), and so does a call whose
+container could not take it (gone, its stdin closed, the argv cannot be written): nothing ran
+in it, it is removed.
+
+The shim is the spawner's own file: bind-mounted from ``SPAWNER_POOL_SHIM``, or, for a spawner
+in a container, copied into the named volume ``SPAWNER_POOL_SHIM_VOLUME`` that every function
+container mounts.
 """
 
 from __future__ import annotations
@@ -90,6 +96,8 @@ REPLY_GRACE_SECONDS = 0.02
 """After ``settled``, time for the reply to reach its caller before the engine work begins."""
 PARK_YIELD_SECONDS = 2.0
 """Longest a park waits for the cold runs under way to end before it starts anyway."""
+PARK_ERRORS = (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError)
+"""What stops a container from being parked (or started for a miss): the call runs cold."""
 REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED))
 """The shim's own exit statuses: it refused the frame or could not set up; nothing ran."""
 
@@ -158,9 +166,19 @@ class HandOff(_Activation):
     """One call on a parked container: rename, frame, read the shim's records. None from
     ``execute`` when the container could not take the call (nothing ran: run it cold)."""
 
-    def __init__(self, runtime: DockerRuntime, client: Any, spec: RunSpec, parked: Parked) -> None:
-        super().__init__(runtime, client, spec, {})
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        client: Any,
+        spec: RunSpec,
+        parked: Parked,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__(runtime, client, spec, {} if timings is None else timings)
         self.parked = parked
+        self.phase = "pool" if timings is None else "start"
+        """The phase the hand-off counts in: ``pool`` for a parked container (a hit), ``start``
+        for one started for this call."""
         self.container_id = parked.container_id
         self.capture: ShimCapture = ShimCapture(
             stdout_limit=self.settings.output_limit_bytes, stderr_tail=self.settings.log_tail_bytes
@@ -187,7 +205,7 @@ class HandOff(_Activation):
             )
             _close_attach(parked.sock)
             return None
-        self.timings["pool"] = _ms(started)
+        self.timings[self.phase] = self.timings.get(self.phase, 0.0) + _ms(started)
         watch = None if self.renaming is None else asyncio.create_task(self._renamed_or_kill(name))
         stop = threading.Event()
         # The connection stays open after the end record: the shim lingers until it goes.
@@ -347,23 +365,38 @@ class Prewarm:
             if parked is None:
                 parked = await self._next_landing(shape)
             result = None if parked is None else await self._hand_off(client, spec, parked)
-            self.hits += result is not None
-            if result is None:
-                self.misses += 1
-                self._cold += 1
-                try:
-                    result = await cold()
-                finally:
-                    self._cold -= 1
-                    if not self._cold:
-                        self._engine_free.set()
-            return result
+            if result is not None:
+                self.hits += 1
+                return result
+            self.misses += 1
+            return await self._miss(client, spec, shape, cold)
         finally:
             self.pool.done(shape)
             self.refill(client, after=self._settling_of(spec.execution_id))
             self._calls -= 1
             if not self._calls:
                 self._no_calls.set()
+
+    async def _miss(
+        self, client: Any, spec: RunSpec, shape: Shape, cold: Callable[[], Awaitable[RunResult]]
+    ) -> RunResult:
+        """A call with no parked container: one started for it as a park is (its image on the
+        engine already) and handed the call at once, so that its result comes with the
+        function's exit and its removal after the call; else (the image must be pulled, the
+        engine refused) ``cold()``, which says why. Parks yield to it as to a cold run."""
+        self._cold += 1
+        try:
+            timings: dict[str, float] = {}
+            try:
+                parked, _ = await self._start_parked(client, shape, timings=timings)
+            except PARK_ERRORS:
+                return await cold()
+            result = await self._hand_off(client, spec, parked, timings)
+            return await cold() if result is None else result  # None: nothing ran
+        finally:
+            self._cold -= 1
+            if not self._cold:
+                self._engine_free.set()
 
     async def _next_landing(self, shape: Shape) -> Parked | None:
         """With a park of ``shape`` under way: wait for it, no longer than a park takes (a cold
@@ -390,8 +423,14 @@ class Prewarm:
 
         await _wait_while(self._landed, waiting, within)
 
-    async def _hand_off(self, client: Any, spec: RunSpec, parked: Parked) -> RunResult | None:
-        hand_off = HandOff(self.runtime, client, spec, parked)
+    async def _hand_off(
+        self,
+        client: Any,
+        spec: RunSpec,
+        parked: Parked,
+        timings: dict[str, float] | None = None,
+    ) -> RunResult | None:
+        hand_off = HandOff(self.runtime, client, spec, parked, timings)
         result: RunResult | None = None
         try:
             result = await hand_off.execute()
@@ -460,7 +499,7 @@ class Prewarm:
             async with self._parks:
                 began = time.monotonic()
                 parked, yielded = await self._start_parked(client, shape)
-        except (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError) as exc:
+        except PARK_ERRORS as exc:
             self.pool.failed(shape, generation)
             self._landed.set()
             logger.warning(
@@ -489,13 +528,19 @@ class Prewarm:
         await _wait_while(self._engine_free, yielding, PARK_YIELD_SECONDS)
         return time.monotonic() - began
 
-    async def _start_parked(self, client: Any, shape: Shape) -> tuple[Parked, float]:
+    async def _start_parked(
+        self, client: Any, shape: Shape, *, timings: dict[str, float] | None = None
+    ) -> tuple[Parked, float]:
         """A container of ``shape`` created, attached and started; and the seconds it waited
-        for cold runs before its start."""
+        for cold runs before its start. With ``timings``, it is a call's own (a miss's): it
+        does not wait for cold runs, and its phases (pull, create, start) go in ``timings``."""
         runtime = self.runtime
+        phases: dict[str, float] = {} if timings is None else timings
+        began = time.monotonic()
         attrs = await runtime._inspect(client, shape.image)
         if attrs is None:
             raise LookupError("the image is not on this engine any more")
+        phases["pull"] = _ms(began)
         image_id = str(attrs["Id"])
         options = runtime.hardened_options(
             image_id, dict(shape.env), shape.memory_mb, declared_volumes(attrs)
@@ -519,6 +564,7 @@ class Prewarm:
             "pids_limit": self.settings.pids_limit + 1,  # the shim's own
             "mounts": [shim_mount(self.settings)],
         }
+        began = time.monotonic()
         create = runtime._thread(_create_blocking, client, options)
         try:
             container_id = await _finish(create)
@@ -533,8 +579,13 @@ class Prewarm:
                 container_id,
                 params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
             )
-            yielded = await self._yield_to_cold_runs(shape)  # the start: most of a park's cost
+            phases["create"] = _ms(began)
+            yielded = 0.0
+            if timings is None:  # the start: most of a park's cost
+                yielded = await self._yield_to_cold_runs(shape)
+            began = time.monotonic()
             await runtime._thread(client.api.start, container_id)
+            phases["start"] = _ms(began)
         except BaseException:
             if sock is not None:
                 _close_attach(sock)
@@ -630,8 +681,9 @@ async def _finish_removal(runtime: DockerRuntime, client: Any, container_id: str
 
 class PooledRuntime(DockerRuntime):
     """``DockerRuntime`` with the prewarm pool: a call takes a parked container of its shape
-    (``timings`` has a ``pool`` phase), or runs cold as ``DockerRuntime`` does (then a container
-    of its shape is parked for the next one)."""
+    (``timings`` has a ``pool`` phase), or one started for it (a miss; then its shape may be
+    parked for the next calls), or runs cold as ``DockerRuntime`` does when neither can take
+    it."""
 
     def __init__(self, settings: SpawnerSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
