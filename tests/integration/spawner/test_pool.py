@@ -29,7 +29,13 @@ from spawner_service.config import SpawnerSettings
 from spawner_service.drain import FunctionChanges
 from spawner_service.runtime import prewarm
 from spawner_service.runtime.base import RunResult, RunSpec
-from spawner_service.runtime.docker import POOL_LABEL, DockerRuntime, _close_attach, _engine_time
+from spawner_service.runtime.docker import (
+    EXECUTION_LABEL,
+    POOL_LABEL,
+    DockerRuntime,
+    _close_attach,
+    _engine_time,
+)
 from spawner_service.runtime.pool import Shape
 from spawner_service.runtime.prewarm import HandOff, PooledRuntime
 from spawner_service.runtime.rename import RenameRefused
@@ -124,7 +130,9 @@ async def test_a_miss_runs_in_a_container_started_for_it_and_removed_after_the_c
     # No parked container took it, and its container's end and removal are not on its path.
     assert set(result.timings) == {"pull", "create", "start", "run"}
     assert (runtime.prewarm.hits, runtime.prewarm.misses) == (0, 1)
-    [container] = containers_of(docker_client, job.execution_id)  # named for the call
+    # Named for the call (the rename's answer is read off the call's path).
+    await until(lambda: len(containers_of(docker_client, job.execution_id)) == 1)
+    [container] = containers_of(docker_client, job.execution_id)
     assert container["Labels"][POOL_LABEL] == "parked"  # started as a park is: the shim's
     assert result.stdout.split()[1] == container["Id"][:12].encode()
     runtime.settled(job.execution_id)
@@ -147,8 +155,53 @@ async def test_a_miss_whose_image_is_not_on_the_engine_runs_cold(
     assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
 
 
+def cold_runs_of(client: Any, execution_id: str, since: float) -> list[str]:
+    """The engine's events of containers created for ``execution_id`` by the cold path (its
+    label: a container of the pool's has none)."""
+    events = client.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        filters={"type": "container", "label": f"{EXECUTION_LABEL}={execution_id}"},
+        decode=True,
+    )
+    return [event["Action"] for event in events]
+
+
 @pytest.mark.docker
-async def test_a_burst_beyond_the_parked_containers_runs_the_rest_cold(
+async def test_a_miss_whose_container_dies_during_the_call_is_not_run_again(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
+) -> None:
+    since = time.time()
+    runtime = pooled()
+    job = spec("echo started; sleep 30")
+    call = asyncio.create_task(runtime.run(job))
+    await until(lambda: len(containers_of(docker_client, job.execution_id)) == 1)
+    [container] = containers_of(docker_client, job.execution_id)
+    await asyncio.to_thread(docker_client.api.kill, container["Id"])
+    result = await call
+    assert (result.outcome, result.started) == ("runtime_unavailable", True), result
+    assert (runtime.prewarm.hits, runtime.prewarm.misses) == (0, 1)
+    assert await asyncio.to_thread(cold_runs_of, docker_client, job.execution_id, since) == []
+
+
+@pytest.mark.docker
+async def test_a_shim_the_containers_cannot_execute_leaves_every_call_to_the_cold_path(
+    pooled: Callable[..., PooledRuntime], spec: SpecFactory, tmp_path: Path, docker_client: Any
+) -> None:
+    shim = tmp_path / "faas-shim"
+    shim.write_text("not a program\n")
+    shim.chmod(0o644)
+    runtime = pooled(pool_shim=str(shim))
+    job = spec("echo ran")
+    result = await runtime.run(job)
+    assert (result.outcome, result.stdout) == ("succeeded", b"ran\n"), result
+    assert "remove" in result.timings  # run cold, its removal on its path
+    await runtime.close()
+    assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
+
+
+@pytest.mark.docker
+async def test_a_burst_beyond_the_parked_containers_starts_containers_for_the_rest(
     pooled: Callable[..., PooledRuntime], spec: SpecFactory, docker_client: Any
 ) -> None:
     runtime = pooled(max_containers=8, pool_max_per_function=3)
@@ -167,7 +220,9 @@ async def test_a_burst_beyond_the_parked_containers_runs_the_rest_cold(
     hits = [r for r in results if "pool" in r.timings]
     assert len(hits) == runtime.prewarm.hits - hits_before == 3
     misses = [r for r in results if "pool" not in r.timings]
+    # Each in a container started for it, removed after the call (not run cold).
     assert all({"create", "start"} <= r.timings.keys() for r in misses)
+    assert not any("remove" in r.timings for r in misses)
     await runtime.close()
     assert containers_of_instance(docker_client, runtime.settings.instance_id) == []
 

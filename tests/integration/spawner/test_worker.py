@@ -239,6 +239,11 @@ async def test_a_job_runs_and_its_record_and_reply_follow(
 
     await eventually(all_seen)
     watching.cancel()
+
+    async def removed() -> bool:  # after the call: its container is removed once it is replied
+        return not await asyncio.to_thread(containers_of, docker_client, job.execution_id)
+
+    await eventually(removed)
     actions = await asyncio.to_thread(container_events, docker_client, job.execution_id, since)
     assert "create" in actions
     assert "destroy" in actions

@@ -46,7 +46,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +96,18 @@ REPLY_GRACE_SECONDS = 0.02
 """After ``settled``, time for the reply to reach its caller before the engine work begins."""
 PARK_YIELD_SECONDS = 2.0
 """Longest a park waits for the cold runs under way to end before it starts anyway."""
+
+
+class NotOnEngine(LookupError):
+    """The image is not on the engine (any more): a park is given up, a miss runs cold (which
+    pulls it)."""
+
+
 PARK_ERRORS = (EngineUnavailable, ImageUnavailable, DockerException, OSError, LookupError)
-"""What stops a container from being parked (or started for a miss): the call runs cold."""
+"""What stops a container from being parked (or started for a miss: then the call runs cold)."""
+SHIM_NOT_RUN = frozenset({1, 126, 127})
+"""A container's exit statuses when its init could not execute the shim at all (tini's); the
+shim never exits with them itself."""
 REFUSED = frozenset(range(ShimStatus.TRUNCATED, ShimStatus.RELAY_FAILED))
 """The shim's own exit statuses: it refused the frame or could not set up; nothing ran."""
 
@@ -300,6 +310,15 @@ class HandOff(_Activation):
             _said("cannot inspect a prewarmed container", exc)
         if state.get("ExitCode") in REFUSED and not self.capture.stdout_total:
             return None  # the shim refused the frame: nothing ran
+        if state.get("ExitCode") in SHIM_NOT_RUN and not self.capture.records:
+            logger.error(
+                "the container's init could not execute the pool's shim: the call runs cold",
+                extra={
+                    "container": self.container_id[:12],
+                    "error": self.capture.stderr_tail.decode(errors="replace"),
+                },
+            )
+            return None
         if state.get("OOMKilled"):  # the memory limit took the shim with the function
             return await self._exit_result(137, started=True)
         return RunResult(
@@ -364,12 +383,15 @@ class Prewarm:
         try:
             if parked is None:
                 parked = await self._next_landing(shape)
-            result = None if parked is None else await self._hand_off(client, spec, parked)
-            if result is not None:
+            if parked is None:
+                self.misses += 1
+                return await self._miss(client, spec, shape, cold)
+            if (result := await self._hand_off(client, spec, parked)) is not None:
                 self.hits += 1
                 return result
-            self.misses += 1
-            return await self._miss(client, spec, shape, cold)
+            self.misses += 1  # the parked container could not take it: nothing ran
+            with self._engine_busy():
+                return await cold()
         finally:
             self.pool.done(shape)
             self.refill(client, after=self._settling_of(spec.execution_id))
@@ -384,15 +406,31 @@ class Prewarm:
         engine already) and handed the call at once, so that its result comes with the
         function's exit and its removal after the call; else (the image must be pulled, the
         engine refused) ``cold()``, which says why. Parks yield to it as to a cold run."""
+        with self._engine_busy():
+            result = await self._started_for(client, spec, shape)
+            return await cold() if result is None else result
+
+    async def _started_for(self, client: Any, spec: RunSpec, shape: Shape) -> RunResult | None:
+        """The call on a container started for it; None when none could be started, or it could
+        not take the call (nothing ran)."""
+        timings: dict[str, float] = {}
+        try:
+            parked, _ = await self._start_parked(client, shape, timings=timings)
+        except PARK_ERRORS as exc:
+            if not isinstance(exc, NotOnEngine):
+                logger.warning(
+                    "cannot start a container for a miss: it runs cold",
+                    extra={"execution_id": spec.execution_id, "error": repr(exc)},
+                )
+            return None
+        return await self._hand_off(client, spec, parked, timings)
+
+    @contextlib.contextmanager
+    def _engine_busy(self) -> Iterator[None]:
+        """A call's own container under way (a miss, a cold run): parks wait for its end."""
         self._cold += 1
         try:
-            timings: dict[str, float] = {}
-            try:
-                parked, _ = await self._start_parked(client, shape, timings=timings)
-            except PARK_ERRORS:
-                return await cold()
-            result = await self._hand_off(client, spec, parked, timings)
-            return await cold() if result is None else result  # None: nothing ran
+            yield
         finally:
             self._cold -= 1
             if not self._cold:
@@ -539,7 +577,7 @@ class Prewarm:
         began = time.monotonic()
         attrs = await runtime._inspect(client, shape.image)
         if attrs is None:
-            raise LookupError("the image is not on this engine any more")
+            raise NotOnEngine("the image is not on this engine")
         phases["pull"] = _ms(began)
         image_id = str(attrs["Id"])
         options = runtime.hardened_options(
@@ -572,13 +610,13 @@ class Prewarm:
             if (created := _outcome_of(create)) is not None:
                 await _finish_removal(runtime, client, created)
             raise
-        sock = None
+        attach = runtime._thread(
+            client.api.attach_socket,
+            container_id,
+            params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
+        )
         try:
-            sock = await runtime._thread(
-                client.api.attach_socket,
-                container_id,
-                params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1},
-            )
+            sock = await _finish(attach)  # its socket known, to be closed, even if cancelled
             phases["create"] = _ms(began)
             yielded = 0.0
             if timings is None:  # the start: most of a park's cost
@@ -587,8 +625,8 @@ class Prewarm:
             await runtime._thread(client.api.start, container_id)
             phases["start"] = _ms(began)
         except BaseException:
-            if sock is not None:
-                _close_attach(sock)
+            if (attached := _outcome_of(attach)) is not None:
+                _close_attach(attached)
             await _finish_removal(runtime, client, container_id)
             raise
         entrypoint = list((attrs.get("Config") or {}).get("Entrypoint") or [])

@@ -82,6 +82,8 @@ class ShimCapture(OutputCapture):
         self.end: tuple[bytes, int] | None = None
         self.malformed = False
         """Bytes that are not a record, or bytes after the end record: not the shim's output."""
+        self.records = 0
+        """Records read so far: none when the shim never ran."""
         self._head = bytearray()
         self._remaining = 0
         self._stream = STDOUT
@@ -113,6 +115,7 @@ class ShimCapture(OutputCapture):
             self.malformed = True
 
     def _record(self, kind: bytes, value: int) -> None:
+        self.records += 1
         if kind in (DATA, LOG):
             self._stream = STDOUT if kind == DATA else STDERR
             self._remaining = value
