@@ -91,6 +91,19 @@ def execution_of(container: dict[str, Any]) -> str:
     return taken[0] if taken else (container.get("Labels") or {}).get(EXECUTION_LABEL, "")
 
 
+def engine_events(client: Any, label: str, since: float) -> list[dict[str, Any]]:
+    """The engine's events, from ``since`` until now, of the containers labelled ``label``
+    (``key=value``)."""
+    return list(
+        client.events(
+            since=int(since) - 1,
+            until=int(time.time()) + 1,
+            filters={"type": "container", "label": label},
+            decode=True,
+        )
+    )
+
+
 def containers_of(client: Any, prefix: str) -> list[dict[str, Any]]:
     """Managed containers (any state) whose execution id starts with ``prefix``, as the engine
     lists them (``Id``, ``Names``, ``Labels``, ``State``, ...): cold ones by their label, taken

@@ -44,6 +44,7 @@ from tests.integration.spawner.conftest import (
     SpecFactory,
     containers_of,
     containers_of_instance,
+    engine_events,
 )
 from tests.integration.spawner.jobs import eventually
 
@@ -158,12 +159,7 @@ async def test_a_miss_whose_image_is_not_on_the_engine_runs_cold(
 def cold_runs_of(client: Any, execution_id: str, since: float) -> list[str]:
     """The engine's events of containers created for ``execution_id`` by the cold path (its
     label: a container of the pool's has none)."""
-    events = client.events(
-        since=int(since) - 1,
-        until=int(time.time()) + 1,
-        filters={"type": "container", "label": f"{EXECUTION_LABEL}={execution_id}"},
-        decode=True,
-    )
+    events = engine_events(client, f"{EXECUTION_LABEL}={execution_id}", since)
     return [event["Action"] for event in events]
 
 

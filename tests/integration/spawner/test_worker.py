@@ -42,7 +42,12 @@ from faas_common.executions import ExecutionStore
 from spawner_service.runtime.docker import MANAGED_VALUE, DockerRuntime
 from spawner_service.runtime.prewarm import PooledRuntime
 from spawner_service.worker import Worker
-from tests.integration.spawner.conftest import containers_of, containers_of_instance, execution_of
+from tests.integration.spawner.conftest import (
+    containers_of,
+    containers_of_instance,
+    engine_events,
+    execution_of,
+)
 from tests.integration.spawner.jobs import (
     USER,
     Replies,
@@ -120,14 +125,7 @@ def most_at_once(records: list[ExecutionRecord]) -> int:
 def container_events(client: Any, execution_id: str, since: float) -> list[str]:
     """The engine's events of the containers that ran ``execution_id``: labelled with it (a
     cold run), or renamed for it (a container of the pool's, parked or started for the call)."""
-    events = list(
-        client.events(
-            since=int(since) - 1,
-            until=int(time.time()) + 1,
-            filters={"type": "container", "label": f"{MANAGED_LABEL}={MANAGED_VALUE}"},
-            decode=True,
-        )
-    )
+    events = engine_events(client, f"{MANAGED_LABEL}={MANAGED_VALUE}", since)
     ran_it = set()
     for event in events:
         attributes = event["Actor"]["Attributes"]  # its labels, and its name then
