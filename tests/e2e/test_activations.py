@@ -101,14 +101,22 @@ def container_events(since: float, until: float, event: str, *labels: str) -> li
 
 
 def executions_run(since: float, until: float, instance: str) -> list[str]:
-    """The execution id of every call the spawner ``instance`` ran in a container between the
-    two epoch times: created for it, or parked and renamed for it (parks themselves run none)."""
+    """The execution id of every call made between the two epoch times that the spawner
+    ``instance`` ran in a container: created for it, or parked and renamed for it (parks
+    themselves run none). A call made before ``since`` is left out even if its container's
+    rename (sent before its frame, answered off the call's path) landed after it."""
     spawner = f"faas.spawner={instance}"
     created = container_events(since, until, "create", spawner)
     cold = [c["faas.execution-id"] for c in created if "faas.execution-id" in c]
     renamed = container_events(since, until, "rename", spawner)
     taken = [pooled_owner({"Labels": c, "Names": [c.get("name", "")]}) for c in renamed]
-    return cold + [owner[0] for owner in taken if owner is not None]
+    ran = cold + [owner[0] for owner in taken if owner is not None]
+    return [execution_id for execution_id in ran if made_at(execution_id) >= since]
+
+
+def made_at(execution_id: str) -> float:
+    """When the execution was made (epoch seconds): its id starts with that time in ns."""
+    return int(execution_id[:16], 16) / 1e9
 
 
 def containers_of(instance: str, *, parked: bool = True) -> list[str]:
