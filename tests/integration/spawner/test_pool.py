@@ -365,13 +365,51 @@ async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
     held_park: tuple[PooledRuntime, HeldPark, threading.Event], spec: SpecFactory
 ) -> None:
     runtime, held, go = held_park
-    runtime.prewarm.pool.park_seconds = 30.0  # the call waits for the park, however slow
     go.set()
     result = await runtime.run(spec("echo hit"))  # the shape of the park held
     assert result.stdout == b"hit\n"
     assert "pool" in result.timings  # the park it waited for took it
     assert not held.running.done()  # while the cold run still sleeps
     assert (await held.running).stdout == b"cold\n"
+
+
+@pytest.mark.docker
+async def test_a_park_under_way_is_waited_for_by_one_call_only(
+    held_park: tuple[PooledRuntime, HeldPark, threading.Event], spec: SpecFactory
+) -> None:
+    runtime, _, go = held_park
+    runtime.prewarm.pool.park_seconds = 30.0  # however long a park is thought to take
+    waiting = asyncio.create_task(runtime.run(spec("echo waited")))  # the held park's shape
+    await until(lambda: bool(runtime.prewarm._awaited))
+    # The park is this call's: the next one of the shape does not wait for it too (it would
+    # only start its own after it), it gets a container started for it while the park is held.
+    own = await asyncio.wait_for(runtime.run(spec("echo own")), 20)
+    assert own.stdout == b"own\n"
+    assert {"create", "start"} <= own.timings.keys()
+    assert "pool" not in own.timings
+    assert not waiting.done()
+    go.set()
+    waited = await waiting
+    assert waited.stdout == b"waited\n"
+    assert "pool" in waited.timings  # the park it waited for took it, the wait counted in it
+
+
+@pytest.mark.docker
+async def test_a_call_waiting_for_a_park_that_fails_gets_a_container_started_for_it(
+    held_park: tuple[PooledRuntime, HeldPark, threading.Event],
+    spec: SpecFactory,
+    docker_client: Any,
+) -> None:
+    runtime, _, go = held_park
+    waiting = asyncio.create_task(runtime.run(spec("echo waited")))
+    await until(lambda: bool(runtime.prewarm._awaited))
+    [held_container] = parked_ids(docker_client, runtime)  # created, not started
+    docker_client.api.remove_container(held_container, force=True)  # the park cannot start
+    go.set()
+    result = await asyncio.wait_for(waiting, 30)
+    assert result.stdout == b"waited\n"
+    assert {"create", "start"} <= result.timings.keys()
+    assert "pool" not in result.timings
 
 
 # --- a rename the engine refuses -------------------------------------------------------------
@@ -449,7 +487,7 @@ async def test_a_taken_container_of_a_dead_spawner_is_adopted(
     assert await dead.prewarm.warm(job)
     parked = dead.prewarm.pool.take(Shape.of(job), job.function)
     assert parked is not None
-    handoff = HandOff(dead, await dead._connected(), job, parked)
+    handoff = HandOff(dead, await dead._connected(), job, parked, {}, "pool")
     call = asyncio.create_task(handoff.execute())
     await until(lambda: "pool" in handoff.timings)  # rename sent, frame written
     # The spawner dies: its call stops, its connections go (the rename's before its answer),

@@ -46,7 +46,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,13 +182,14 @@ class HandOff(_Activation):
         client: Any,
         spec: RunSpec,
         parked: Parked,
-        timings: dict[str, float] | None = None,
+        timings: dict[str, float],
+        phase: str,
     ) -> None:
-        super().__init__(runtime, client, spec, {} if timings is None else timings)
+        super().__init__(runtime, client, spec, timings)
         self.parked = parked
-        self.phase = "pool" if timings is None else "start"
-        """The phase the hand-off counts in: ``pool`` for a parked container (a hit), ``start``
-        for one started for this call."""
+        self.phase = phase
+        """The phase the hand-off counts in: ``pool`` for a parked container (a hit, with the
+        wait for its landing), ``start`` for one started for this call."""
         self.container_id = parked.container_id
         self.capture: ShimCapture = ShimCapture(
             stdout_limit=self.settings.output_limit_bytes, stderr_tail=self.settings.log_tail_bytes
@@ -347,7 +348,8 @@ class Prewarm:
         self.runtime = runtime
         self.settings = runtime.settings
         self.pool = Pool(self.settings)
-        self._parks = asyncio.Semaphore(self.settings.pool_parallel_parks)
+        self._parking_now = 0
+        """Parks at the engine (past the gate of ``pool_parallel_parks``)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._landed = asyncio.Event()
@@ -355,9 +357,11 @@ class Prewarm:
         self._cold = 0
         """Cold runs (misses) under way."""
         self._engine_free = asyncio.Event()
-        """Set when the last cold run under way ends, or a call starts waiting for a park."""
+        """Set when what a waiting park waits for may have changed: the last cold run under way
+        ended, a park left the engine, or a call started waiting for a park."""
         self._awaited: collections.Counter[Shape] = collections.Counter()
-        """Calls waiting for a park of their shape: such a park does not yield to cold runs."""
+        """Calls waiting for a park of their shape, each for one of its parks under way (a
+        claim): such a park neither yields to cold runs nor waits for the other parks."""
         self._calls = 0
         self._no_calls = asyncio.Event()
         """Set when no call is under way (``close`` waits for it: a hit removes its container
@@ -377,6 +381,7 @@ class Prewarm:
         ``PARK_YIELD_SECONDS``): a miss is not slowed down by the refills."""
         self._start_sweeper(client)
         shape = Shape.of(spec)
+        began = time.monotonic()
         parked = self.pool.take(shape, spec.function)
         self._calls += 1
         self._no_calls.clear()
@@ -386,7 +391,8 @@ class Prewarm:
             if parked is None:
                 self.misses += 1
                 return await self._miss(client, spec, shape, cold)
-            if (result := await self._hand_off(client, spec, parked)) is not None:
+            waited = {"pool": _ms(began)}  # the hand-off's own time is added to it
+            if (result := await self._hand_off(client, spec, parked, waited, "pool")) is not None:
                 self.hits += 1
                 return result
             self.misses += 1  # the parked container could not take it: nothing ran
@@ -423,7 +429,7 @@ class Prewarm:
                     extra={"execution_id": spec.execution_id, "error": repr(exc)},
                 )
             return None
-        return await self._hand_off(client, spec, parked, timings)
+        return await self._hand_off(client, spec, parked, timings, "start")
 
     @contextlib.contextmanager
     def _engine_busy(self) -> Iterator[None]:
@@ -437,15 +443,22 @@ class Prewarm:
                 self._engine_free.set()
 
     async def _next_landing(self, shape: Shape) -> Parked | None:
-        """With a park of ``shape`` under way: wait for it, no longer than a park takes (a cold
-        start would take as long, and cost the engine one container more). That park no longer
-        yields to cold runs: it is this call's container now."""
-        if not self.pool.parking_of(shape):
+        """With a park of ``shape`` under way that no other waiting call claimed: claim it and
+        wait until one lands (a container started for the call would take as long, and cost the
+        engine one container more). None when every park under way is claimed (the call would
+        wait for one that another call takes, then start its own), or when the parks fail."""
+        if self.pool.parking_of(shape) <= self._awaited[shape]:
             return None
         self._awaited[shape] += 1
-        self._engine_free.set()
-        try:  # the park may still wait for the previous call to be settled
-            await self._landing(shape, self.pool.park_seconds + REPLY_GRACE_SECONDS)
+        self._engine_free.set()  # the claimed park goes to the engine now
+
+        def claimed() -> bool:  # none parked yet, and every claim still has its park
+            return not self.pool.parked_of(shape) and (
+                self.pool.parking_of(shape) >= self._awaited[shape]
+            )
+
+        try:  # the park lands or fails by itself: its engine calls have the client's timeout
+            await _wait_while(self._landed, claimed, None)
         finally:
             self._awaited[shape] -= 1
             if not self._awaited[shape]:
@@ -466,9 +479,10 @@ class Prewarm:
         client: Any,
         spec: RunSpec,
         parked: Parked,
-        timings: dict[str, float] | None = None,
+        timings: dict[str, float],
+        phase: str,
     ) -> RunResult | None:
-        hand_off = HandOff(self.runtime, client, spec, parked, timings)
+        hand_off = HandOff(self.runtime, client, spec, parked, timings, phase)
         result: RunResult | None = None
         try:
             result = await hand_off.execute()
@@ -534,7 +548,7 @@ class Prewarm:
                 self.pool.failed(shape, generation)
                 return
             await self._yield_to_cold_runs(shape)
-            async with self._parks:
+            async with self._park_gate(shape):
                 began = time.monotonic()
                 parked, yielded = await self._start_parked(client, shape)
         except PARK_ERRORS as exc:
@@ -554,6 +568,23 @@ class Prewarm:
         self._landed.set()
         if not kept:
             await self._remove(client, parked)
+
+    @contextlib.asynccontextmanager
+    async def _park_gate(self, shape: Shape) -> AsyncIterator[None]:
+        """At most ``pool_parallel_parks`` parks at the engine at once, but for those a call
+        waits for (``_next_landing``): they pass at once."""
+
+        def full() -> bool:
+            limit = self.settings.pool_parallel_parks
+            return self._parking_now >= limit and not self._awaited[shape]
+
+        await _wait_while(self._engine_free, full, None)
+        self._parking_now += 1
+        try:
+            yield
+        finally:
+            self._parking_now -= 1
+            self._engine_free.set()
 
     async def _yield_to_cold_runs(self, shape: Shape) -> float:
         """Wait while cold runs are under way and no call waits for a park of ``shape`` (up to
@@ -694,8 +725,9 @@ class Prewarm:
                 await self._remove(client, parked)
 
 
-async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: float) -> None:
-    """Wait while ``busy()``, re-checking each time ``event`` is set, up to ``within`` seconds."""
+async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: float | None) -> None:
+    """Wait while ``busy()``, re-checking each time ``event`` is set, up to ``within`` seconds
+    (None: as long as it takes)."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(within):
             while busy():
