@@ -20,7 +20,9 @@ Both stacks run side by side for the whole run. At concurrency 1, ``cold``, ``po
 ``docker run`` and ``sdk`` take turns call by call (one call of each per round), so each meets
 the engine as it is in the same seconds: this machine's engine starts containers at rates that
 drift by up to half over minutes, which rows measured minutes apart would take for differences
-between the modes. At concurrency 8 the rows run one after the other, each back to back.
+between the modes. At concurrency 8 each row is ``--rounds`` rounds of ``--calls`` calls back to
+back, the modes taking turns round by round (each round starting one mode further), so that the
+drift falls on every mode alike.
 
 For the platform rows, ``overhead`` is the p50 of each call's end-to-end time minus its
 record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds;
@@ -31,7 +33,7 @@ Everything stays on this machine; containers run with network ``none``; every lo
 ``--calls`` and ``--max-seconds``. Prints one table and the ratios against ``docker run`` and,
 for ``pool`` and ``pool miss``, against ``cold``.
 
-    uv run python bench/activation.py [--calls 40] [--max-seconds 120] [--pace 0.6]
+    uv run python bench/activation.py [--calls 40] [--rounds 3] [--max-seconds 120] [--pace 0.6]
 """
 
 from __future__ import annotations
@@ -129,6 +131,17 @@ class Row:
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
 
+    def extend(self, other: Row) -> None:
+        """Count ``other``'s calls (another round of the same mode) in this row."""
+        self.latencies_ms += other.latencies_ms
+        self.wall_seconds += other.wall_seconds
+        self.errors += other.errors
+        self.overheads_ms += other.overheads_ms
+        self.hits += other.hits
+        self.handler_overheads_ms += other.handler_overheads_ms
+        for phase, values in other.phases_ms.items():
+            self.phases_ms.setdefault(phase, []).extend(values)
+
     @property
     def throughput(self) -> float:
         return len(self.latencies_ms) / self.wall_seconds if self.wall_seconds else 0.0
@@ -188,6 +201,20 @@ async def rotate(modes: dict[str, Call], calls: int, max_seconds: float) -> list
             outcome, elapsed = await timed(call)
             rows[mode].add(outcome, elapsed)
             rows[mode].wall_seconds += elapsed / 1000
+    return list(rows.values())
+
+
+async def alternate(
+    modes: dict[str, Call], concurrency: int, args: argparse.Namespace
+) -> list[Row]:
+    """``args.rounds`` rounds of ``args.calls`` calls per mode at ``concurrency``, the modes in
+    turn round by round, each round starting one mode further."""
+    rows = {mode: Row(mode, concurrency) for mode in modes}
+    order = list(modes.items())
+    for turn in range(args.rounds):
+        shift = turn % len(order)
+        for mode, call in order[shift:] + order[:shift]:
+            rows[mode].extend(await measure(mode, concurrency, args.calls, args.max_seconds, call))
     return list(rows.values())
 
 
@@ -399,10 +426,12 @@ async def all_rows(
         await pool()
         baselines = {"docker run": docker_run_call(image), "sdk": sdk_call(client, image)}
         rows = await concurrency_one_rows(cold, pool, pool_http, image, baselines, args)
+        if 1 in args.concurrency:  # back to back; the others took turns above
+            rows.append(await measure("pool", 1, calls, max_seconds, pool))
+        modes = {"cold": cold, "pool": pool, **baselines}
         for concurrency in args.concurrency:
-            for mode, call in {"cold": cold, "pool": pool, **baselines}.items():
-                if concurrency > 1 or mode == "pool":  # the others ran in turn above
-                    rows.append(await measure(mode, concurrency, calls, max_seconds, call))
+            if concurrency > 1:
+                rows += await alternate(modes, concurrency, args)
     finally:
         await cold_http.aclose()
         await pool_http.aclose()
@@ -425,6 +454,7 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=40, help="calls per mode and concurrency")
     parser.add_argument("--max-seconds", type=float, default=120, help="time cap per row")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per mode above concurrency 1")
     parser.add_argument(
         "--pace", type=float, default=0.6, help="seconds between two calls of the pool hit row"
     )
