@@ -101,8 +101,8 @@ def container_events(since: float, until: float, event: str, *labels: str) -> li
 
 
 def executions_run(since: float, until: float, instance: str) -> list[str]:
-    """The execution id of every call made between the two epoch times that the spawner
-    ``instance`` ran in a container: created for it, or parked and renamed for it (parks
+    """The execution id of every call made since ``since`` that the spawner ``instance`` ran
+    in a container by ``until``: created for it, or parked and renamed for it (parks
     themselves run none). A call made before ``since`` is left out even if its container's
     rename (sent before its frame, answered off the call's path) landed after it."""
     spawner = f"faas.spawner={instance}"

@@ -96,7 +96,7 @@ class SpawnerSettings(CommonSettings):
     would only compete with other calls' cold starts)."""
     pool_parallel_parks: int = Field(2, ge=1, le=64)
     """Containers being created and started for the pool at once (refills compete with the
-    cold starts of misses for the engine)."""
+    cold starts of misses for the engine), besides one for each call waiting for a park."""
     pool_shim: str = ""
     """The shim binary as this process sees it (empty: ``spawner-service/shim/build/`` of the
     source tree, as ``spawner-service/shim/build.py`` writes it; the spawner image sets it)."""

@@ -375,12 +375,16 @@ async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
 
 @pytest.mark.docker
 async def test_a_park_under_way_is_waited_for_by_one_call_only(
-    held_park: tuple[PooledRuntime, HeldPark, threading.Event], spec: SpecFactory
+    held_park: tuple[PooledRuntime, HeldPark, threading.Event],
+    spec: SpecFactory,
+    docker_client: Any,
 ) -> None:
     runtime, _, go = held_park
     runtime.prewarm.pool.park_seconds = 30.0  # however long a park is thought to take
-    waiting = asyncio.create_task(runtime.run(spec("echo waited")))  # the held park's shape
+    waiter = spec("echo waited")  # the held park's shape
+    waiting = asyncio.create_task(runtime.run(waiter))
     await until(lambda: bool(runtime.prewarm._awaited))
+    [held_container] = parked_ids(docker_client, runtime)  # created, not started
     # The park is this call's: the next one of the shape does not wait for it too (it would
     # only start its own after it), it gets a container started for it while the park is held.
     own = await asyncio.wait_for(runtime.run(spec("echo own")), 20)
@@ -391,7 +395,9 @@ async def test_a_park_under_way_is_waited_for_by_one_call_only(
     go.set()
     waited = await waiting
     assert waited.stdout == b"waited\n"
-    assert "pool" in waited.timings  # the park it waited for took it, the wait counted in it
+    assert "pool" in waited.timings  # the wait counted in it
+    # The park it waited for took it (its container is removed only once the call settles).
+    assert [c["Id"] for c in containers_of(docker_client, waiter.execution_id)] == [held_container]
 
 
 @pytest.mark.docker

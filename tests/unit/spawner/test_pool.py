@@ -358,6 +358,31 @@ def test_a_park_landing_after_a_drain_is_refused_and_the_next_call_parks_again()
     assert pool.landed(parked(shape, clock.now), fresh, PARK_SECONDS)
 
 
+def test_parks_from_before_a_drain_are_not_waited_for_but_hold_their_room() -> None:
+    clock = Clock()
+    pool = pool_of(clock, pool_max_parked=3)
+    calls(pool, SMALL, 3, "alice/echo")
+    stale, _ = pool.wanted()
+    assert pool.parking_of(SMALL) == 3
+    pool.drain("alice/echo")
+    # No call waits for them (they are removed when they land), but until then their
+    # containers are on the engine: they count towards the caps.
+    assert pool.parking_of(SMALL) == 0
+    assert len(pool) == 3
+    calls(pool, SMALL, 3, "alice/echo")
+    assert pool.wanted() == ([], [])  # full
+    (shape, generation), *rest = stale
+    pool.failed(shape, generation)
+    [(_, fresh)], _ = pool.wanted()
+    assert fresh != generation
+    assert pool.parking_of(SMALL) == 1
+    for shape, generation in rest:
+        assert not pool.landed(parked(shape, clock.now), generation, PARK_SECONDS)
+    assert pool.parking_of(SMALL) == 1  # the fresh one's count untouched
+    assert pool.landed(parked(SMALL, clock.now), fresh, PARK_SECONDS)
+    assert (pool.parked_of(SMALL), pool.parking_of(SMALL)) == (1, 0)
+
+
 def test_a_park_landing_once_its_shape_is_idle_is_refused() -> None:
     clock = Clock()
     pool = pool_of(clock)

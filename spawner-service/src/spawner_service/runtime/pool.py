@@ -75,6 +75,8 @@ class Parked:
 class _ShapeState:
     parked: deque[Parked] = field(default_factory=deque)
     parking: int = 0
+    stale: int = 0
+    """Parks under way from before a drain: removed when they land, never waited for."""
     in_use: int = 0
     peak: int = 0
     peak_at: float = 0.0
@@ -133,7 +135,7 @@ class Pool:
         return state.parked.pop()
 
     def parking_of(self, shape: Shape) -> int:
-        """Parks of ``shape`` under way."""
+        """Parks of ``shape`` under way (none from before a drain: those are not kept)."""
         state = self._shapes.get(shape)
         return state.parking if state is not None else 0
 
@@ -164,10 +166,9 @@ class Pool:
         removes it."""
         self.park_seconds += (took - self.park_seconds) / 8
         state = self._shapes.get(parked.shape)
-        if state is None:
+        if state is None or not self._park_ended(state, generation):
             return False
-        state.parking -= 1
-        if generation != state.generation or not self._target(state, self.clock()):
+        if not self._target(state, self.clock()):
             return False
         if not self._fits(parked.shape):
             return False
@@ -178,7 +179,16 @@ class Pool:
         """A park started by ``wanted`` did not land."""
         state = self._shapes.get(shape)
         if state is not None:
-            state.parking -= 1
+            self._park_ended(state, generation)
+
+    @staticmethod
+    def _park_ended(state: _ShapeState, generation: int) -> bool:
+        """A park of ``generation`` is no longer under way; whether it was of the current one."""
+        if generation != state.generation:
+            state.stale -= 1
+            return False
+        state.parking -= 1
+        return True
 
     # --- removals ------------------------------------------------------------------------
 
@@ -192,7 +202,7 @@ class Pool:
             keep = [p for p in state.parked if not idle and not self._too_old(p, now)]
             gone += [p for p in state.parked if p not in keep]
             state.parked = deque(keep)
-            if idle and not state.in_use and not state.parking:
+            if idle and not state.in_use and not state.parking and not state.stale:
                 del self._shapes[shape]
         return gone
 
@@ -212,6 +222,7 @@ class Pool:
         """The shape's parked containers, out; its demand forgotten (it wants none until it is
         called again: a changed function's calls have another shape)."""
         state.generation += 1
+        state.stale, state.parking = state.stale + state.parking, 0
         state.last_call, state.peak = -math.inf, 0
         state.calls.clear()
         state.recent.clear()
@@ -253,11 +264,12 @@ class Pool:
         return now - parked.parked_at > self.settings.pool_idle_seconds
 
     def _count(self) -> int:
-        return sum(len(s.parked) + s.parking for s in self._shapes.values())
+        return sum(len(s.parked) + s.parking + s.stale for s in self._shapes.values())
 
     def _memory(self) -> int:
         return sum(
-            (len(s.parked) + s.parking) * shape.memory_mb for shape, s in self._shapes.items()
+            (len(s.parked) + s.parking + s.stale) * shape.memory_mb
+            for shape, s in self._shapes.items()
         )
 
     def _memory_cap(self) -> int:

@@ -350,6 +350,8 @@ class Prewarm:
         self.pool = Pool(self.settings)
         self._parking_now = 0
         """Parks at the engine (past the gate of ``pool_parallel_parks``)."""
+        self._claimed: collections.Counter[Shape] = collections.Counter()
+        """Of those, the parks that passed the gate for a call waiting for one."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._landed = asyncio.Event()
@@ -542,6 +544,14 @@ class Prewarm:
         self, client: Any, shape: Shape, generation: int, after: asyncio.Event | None
     ) -> None:
         try:
+            await self._park_once(client, shape, generation, after)
+        finally:  # landed, failed, discarded or cancelled: the calls waiting for one look again
+            self._landed.set()
+
+    async def _park_once(
+        self, client: Any, shape: Shape, generation: int, after: asyncio.Event | None
+    ) -> None:
+        try:
             if after is not None:
                 await after.wait()
             if self._closed:
@@ -553,7 +563,6 @@ class Prewarm:
                 parked, yielded = await self._start_parked(client, shape)
         except PARK_ERRORS as exc:
             self.pool.failed(shape, generation)
-            self._landed.set()
             logger.warning(
                 "cannot park a container", extra={"image": shape.image, "error": str(exc)}
             )
@@ -571,19 +580,24 @@ class Prewarm:
 
     @contextlib.asynccontextmanager
     async def _park_gate(self, shape: Shape) -> AsyncIterator[None]:
-        """At most ``pool_parallel_parks`` parks at the engine at once, but for those a call
-        waits for (``_next_landing``): they pass at once."""
+        """At most ``pool_parallel_parks`` parks at the engine at once, besides one per call
+        waiting for a park of its shape (``_next_landing``): those pass at once."""
+        limit = self.settings.pool_parallel_parks
 
         def full() -> bool:
-            limit = self.settings.pool_parallel_parks
-            return self._parking_now >= limit and not self._awaited[shape]
+            return self._parking_now >= limit and self._claimed[shape] >= self._awaited[shape]
 
         await _wait_while(self._engine_free, full, None)
+        claimed = self._parking_now >= limit  # passing for a waiting call
         self._parking_now += 1
+        self._claimed[shape] += claimed
         try:
             yield
         finally:
             self._parking_now -= 1
+            self._claimed[shape] -= claimed
+            if not self._claimed[shape]:
+                del self._claimed[shape]
             self._engine_free.set()
 
     async def _yield_to_cold_runs(self, shape: Shape) -> float:
