@@ -22,7 +22,9 @@ the engine as it is in the same seconds: this machine's engine starts containers
 drift by up to half over minutes, which rows measured minutes apart would take for differences
 between the modes. At concurrency 8 each row is ``--rounds`` rounds of ``--calls`` calls back to
 back, the modes taking turns round by round (each round starting one mode further), so that the
-drift falls on every mode alike.
+drift falls on every mode alike; a round begins ``QUIET_SECONDS`` after the one before, and its
+first ``concurrency`` calls to end are not counted (its ramp, and the pool's containers parked
+during the pause: not the steady state of calls back to back).
 
 For the platform rows, ``overhead`` is the p50 of each call's end-to-end time minus its
 record's ``run`` phase (the function's own time, hand-off to exit): what the platform adds;
@@ -71,6 +73,9 @@ RATIOS = {
     "cold": ["pool", "pool miss"],
 }
 """The rows compared with each baseline."""
+QUIET_SECONDS = 3.0
+"""Pause before a round at concurrency above 1: the removals and parks the one before led to
+(a used container is removed once its call is settled, at the latest 2 s after its end)."""
 
 
 @dataclass
@@ -162,25 +167,32 @@ async def measure(
     *,
     pace: float = 0.0,
     hits_only: bool = False,
+    skip: int = 0,
 ) -> Row:
     """``calls`` calls by ``concurrency`` workers, each waiting ``pace`` seconds between two
-    (``Row.add`` for ``hits_only``)."""
+    (``Row.add`` for ``hits_only``); with ``skip``, ``skip`` calls more, the first ``skip`` to
+    end not counted and the time counted from the last of them."""
     row = Row(mode, concurrency)
-    remaining = calls
+    remaining, skipped = calls + skip, 0
     deadline = time.monotonic() + max_seconds
     lock = asyncio.Lock()
+    started = time.perf_counter()
 
     async def worker() -> None:
-        nonlocal remaining
+        nonlocal remaining, skipped, started
         while True:
             async with lock:
                 if remaining <= 0 or time.monotonic() > deadline:
                     return
                 remaining -= 1
-            row.add(*await timed(call), hits_only=hits_only)
+            outcome, elapsed = await timed(call)
+            if skipped < skip:
+                skipped += 1
+                started = time.perf_counter()
+            else:
+                row.add(outcome, elapsed, hits_only=hits_only)
             await asyncio.sleep(pace)
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     row.wall_seconds = time.perf_counter() - started - (pace * calls / concurrency)
     return row
@@ -208,13 +220,20 @@ async def alternate(
     modes: dict[str, Call], concurrency: int, args: argparse.Namespace
 ) -> list[Row]:
     """``args.rounds`` rounds of ``args.calls`` calls per mode at ``concurrency``, the modes in
-    turn round by round, each round starting one mode further."""
+    turn round by round, each round starting one mode further. A round begins after the engine
+    work the previous one led to (removals, refills) and counts from the end of its first
+    ``concurrency`` calls, so that neither what a round leaves behind (the containers the pool
+    parked after it) nor its ramp falls on the next."""
     rows = {mode: Row(mode, concurrency) for mode in modes}
     order = list(modes.items())
     for turn in range(args.rounds):
         shift = turn % len(order)
         for mode, call in order[shift:] + order[:shift]:
-            rows[mode].extend(await measure(mode, concurrency, args.calls, args.max_seconds, call))
+            await asyncio.sleep(QUIET_SECONDS)
+            round_ = await measure(
+                mode, concurrency, args.calls, args.max_seconds, call, skip=concurrency
+            )
+            rows[mode].extend(round_)
     return list(rows.values())
 
 
@@ -452,7 +471,9 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=40, help="calls per mode and concurrency")
-    parser.add_argument("--max-seconds", type=float, default=120, help="time cap per row")
+    parser.add_argument(
+        "--max-seconds", type=float, default=120, help="time cap per row (per round above 1)"
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per mode above concurrency 1")
     parser.add_argument(
