@@ -373,6 +373,17 @@ async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
     assert (await held.running).stdout == b"cold\n"
 
 
+async def waiting_for_the_held_park(
+    runtime: PooledRuntime, job: RunSpec, docker_client: Any
+) -> tuple[asyncio.Task[RunResult], str]:
+    """``job`` (of the held park's shape) called, once it waits for that park; and the held
+    park's container (created, not started)."""
+    waiting = asyncio.create_task(runtime.run(job))
+    await until(lambda: bool(runtime.prewarm._awaited))
+    [held_container] = parked_ids(docker_client, runtime)
+    return waiting, held_container
+
+
 @pytest.mark.docker
 async def test_a_park_under_way_is_waited_for_by_one_call_only(
     held_park: tuple[PooledRuntime, HeldPark, threading.Event],
@@ -381,10 +392,8 @@ async def test_a_park_under_way_is_waited_for_by_one_call_only(
 ) -> None:
     runtime, _, go = held_park
     runtime.prewarm.pool.park_seconds = 30.0  # however long a park is thought to take
-    waiter = spec("echo waited")  # the held park's shape
-    waiting = asyncio.create_task(runtime.run(waiter))
-    await until(lambda: bool(runtime.prewarm._awaited))
-    [held_container] = parked_ids(docker_client, runtime)  # created, not started
+    waiter = spec("echo waited")
+    waiting, held_container = await waiting_for_the_held_park(runtime, waiter, docker_client)
     # The park is this call's: the next one of the shape does not wait for it too (it would
     # only start its own after it), it gets a container started for it while the park is held.
     own = await asyncio.wait_for(runtime.run(spec("echo own")), 20)
@@ -407,9 +416,9 @@ async def test_a_call_waiting_for_a_park_that_fails_gets_a_container_started_for
     docker_client: Any,
 ) -> None:
     runtime, _, go = held_park
-    waiting = asyncio.create_task(runtime.run(spec("echo waited")))
-    await until(lambda: bool(runtime.prewarm._awaited))
-    [held_container] = parked_ids(docker_client, runtime)  # created, not started
+    waiting, held_container = await waiting_for_the_held_park(
+        runtime, spec("echo waited"), docker_client
+    )
     docker_client.api.remove_container(held_container, force=True)  # the park cannot start
     go.set()
     result = await asyncio.wait_for(waiting, 30)
