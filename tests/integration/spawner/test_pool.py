@@ -307,13 +307,17 @@ class HeldPark:
     running: asyncio.Task[RunResult]
 
 
+Held = tuple[PooledRuntime, HeldPark, threading.Event]
+"""The runtime, its held park, and the event that lets the park go on."""
+
+
 @pytest.fixture
 async def held_park(
     pooled: Callable[..., PooledRuntime],
     spec: SpecFactory,
     docker_client: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> AsyncIterator[tuple[PooledRuntime, HeldPark, threading.Event]]:
+) -> AsyncIterator[Held]:
     runtime = pooled()
     loop = asyncio.get_running_loop()
     created, go = asyncio.Event(), threading.Event()
@@ -342,7 +346,7 @@ async def held_park(
 
 @pytest.mark.docker
 async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
-    held_park: tuple[PooledRuntime, HeldPark, threading.Event], docker_client: Any
+    held_park: Held, docker_client: Any
 ) -> None:
     runtime, held, go = held_park
     go.set()
@@ -362,7 +366,7 @@ async def test_a_park_under_way_starts_its_container_only_after_a_cold_run_ends(
 
 @pytest.mark.docker
 async def test_a_park_a_call_waits_for_does_not_give_way_to_cold_runs(
-    held_park: tuple[PooledRuntime, HeldPark, threading.Event], spec: SpecFactory
+    held_park: Held, spec: SpecFactory
 ) -> None:
     runtime, held, go = held_park
     go.set()
@@ -386,7 +390,7 @@ async def waiting_for_the_held_park(
 
 @pytest.mark.docker
 async def test_a_park_under_way_is_waited_for_by_one_call_only(
-    held_park: tuple[PooledRuntime, HeldPark, threading.Event],
+    held_park: Held,
     spec: SpecFactory,
     docker_client: Any,
 ) -> None:
@@ -411,7 +415,7 @@ async def test_a_park_under_way_is_waited_for_by_one_call_only(
 
 @pytest.mark.docker
 async def test_a_call_waiting_for_a_park_that_fails_gets_a_container_started_for_it(
-    held_park: tuple[PooledRuntime, HeldPark, threading.Event],
+    held_park: Held,
     spec: SpecFactory,
     docker_client: Any,
 ) -> None:

@@ -462,9 +462,7 @@ class Prewarm:
         try:  # the park lands or fails by itself: its engine calls have the client's timeout
             await _wait_while(self._landed, claimed, None)
         finally:
-            self._awaited[shape] -= 1
-            if not self._awaited[shape]:
-                del self._awaited[shape]
+            _count_down(self._awaited, shape)
         return self.pool.pop(shape)
 
     async def _landing(self, shape: Shape, within: float) -> None:
@@ -590,14 +588,14 @@ class Prewarm:
         await _wait_while(self._engine_free, full, None)
         claimed = self._parking_now >= limit  # passing for a waiting call
         self._parking_now += 1
-        self._claimed[shape] += claimed
+        if claimed:
+            self._claimed[shape] += 1
         try:
             yield
         finally:
             self._parking_now -= 1
-            self._claimed[shape] -= claimed
-            if not self._claimed[shape]:
-                del self._claimed[shape]
+            if claimed:
+                _count_down(self._claimed, shape)
             self._engine_free.set()
 
     async def _yield_to_cold_runs(self, shape: Shape) -> float:
@@ -737,6 +735,13 @@ class Prewarm:
                 _close_attach(parked.sock)
             else:
                 await self._remove(client, parked)
+
+
+def _count_down(counter: collections.Counter[Shape], shape: Shape) -> None:
+    """One less of ``shape`` in ``counter``; a count that reaches 0 goes."""
+    counter[shape] -= 1
+    if not counter[shape]:
+        del counter[shape]
 
 
 async def _wait_while(event: asyncio.Event, busy: Callable[[], bool], within: float | None) -> None:
